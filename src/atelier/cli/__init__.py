@@ -1,0 +1,76 @@
+"""The ``atelier`` command line (Typer). One module per command group; this one wires them.
+
+Exit codes: 0 success, 2 a refusal with a one-line message (bad input, missing weights or file),
+1 an unexpected failure (with a traceback only under ``--debug``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from atelier import __version__
+from atelier.art.errors import ArtError
+
+app = typer.Typer(
+    name="atelier",
+    help="Turn photos and short videos into artworks with neural style transfer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"atelier {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens, to stderr."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line refusal to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Turn the typed refusals of the lower layers into a one-line message and exit code 2."""
+    try:
+        yield
+    except ArtError as exc:
+        raise fail(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise fail(f"no such file: {exc.filename or exc}") from None
+    except IsADirectoryError as exc:
+        raise fail(f"is a folder, not a file: {exc.filename or exc}") from None
+
+
+def _register() -> None:
+    # Imported here so each group lives in its own module and `atelier --help` stays quick.
+    from atelier.cli import models as _models  # noqa: F401
+    from atelier.cli import render as _render  # noqa: F401
+
+
+def main() -> None:
+    """Console entry point."""
+    _register()
+    app()

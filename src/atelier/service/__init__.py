@@ -1,0 +1,1 @@
+"""The product's verbs, built from ``atelier.art`` and ``atelier.store``."""

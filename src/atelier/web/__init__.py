@@ -1,0 +1,1 @@
+"""The web app: JSON API, HTML pages, static files. Uses ``atelier.service``."""
