@@ -57,6 +57,43 @@ class Settings(BaseSettings):
         description="CPU threads for the engines; 0 lets PyTorch choose (one per core).",
     )
 
+
+    # --- store -------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database. Default: an SQLite file atelier.db in the "
+        "data dir. For scale: postgresql+psycopg://user:pass@host/dbname.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where images are kept: file:///path/to/folder (default: <data dir>/blobs) "
+        "or s3://bucket/prefix for any S3-compatible store (see the ATELIER_S3_* settings).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of the S3-compatible store (MinIO, R2, ...); unset for AWS S3.",
+    )
+    s3_region: str | None = Field(default=None, description="Region of the S3 bucket, e.g. eu-west-1.")
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="S3 access key id; unset to use boto3's usual chain (environment, profile, role).",
+    )
+    s3_secret_access_key: str | None = Field(
+        default=None, description="S3 secret access key, paired with ATELIER_S3_ACCESS_KEY_ID."
+    )
+    lease_seconds: int = Field(
+        default=60,
+        gt=0,
+        description="How long a worker's claim on a job lasts without a heartbeat. A worker that "
+        "dies is replaced after this long; the heartbeat renews it every third of it.",
+    )
+    temp_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long temporary blobs (instant uploads, unclaimed presigned uploads) are "
+        "kept before `atelier reconcile --fix` deletes them.",
+    )
+
     @model_validator(mode="after")
     def _derive_dirs(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
@@ -64,6 +101,10 @@ class Settings(BaseSettings):
             self.models_dir = self.data_dir / "models"
         else:
             self.models_dir = self.models_dir.expanduser()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'atelier.db'}"
+        if self.storage_url is None:
+            self.storage_url = (self.data_dir / "blobs").as_uri()
         return self
 
     @property
