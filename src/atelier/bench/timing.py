@@ -1,0 +1,95 @@
+"""Measuring: medians after warm-up, and peak memory per measurement."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+@dataclass
+class Row:
+    """One line of the record: what was measured and the figures."""
+
+    group: str
+    name: str
+    seconds: float
+    items: int = 1
+    unit: str = "image"
+    peak_mb: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "name": self.name,
+            "seconds": self.seconds,
+            "items": self.items,
+            "unit": self.unit,
+            "per_second": self.per_second,
+            "peak_mb": self.peak_mb,
+            "params": self.params,
+            "ratios": self.ratios,
+            "note": self.note,
+        }
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of this process's resident memory (Linux 4.0+)."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last reset, in MiB."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(
+    work: Callable[[], object],
+    *,
+    repeat: int = 3,
+    warmup: int = 1,
+    budget_s: float = 20.0,
+) -> tuple[float, float]:
+    """Median seconds of ``work()`` and the peak memory (MiB) while it ran.
+
+    Runs ``warmup`` times untimed, then up to ``repeat`` timed runs -- fewer when a single run
+    would take the timed part past ``budget_s`` (one run is always timed).
+    """
+    first = None
+    for _ in range(warmup):
+        start = time.perf_counter()
+        work()
+        first = time.perf_counter() - start
+    if first is not None and first * repeat > budget_s:
+        repeat = max(1, int(budget_s // max(first, 1e-9)))
+    reset_peak_rss()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), peak_rss_mb()

@@ -1,0 +1,93 @@
+"""``atelier bench``: figures and ratios measured in one run on this machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atelier.art.devices import resolve_device
+from atelier.bench.engines import bench_engines
+from atelier.bench.timing import Row
+from atelier.cli import app, refusals
+from atelier.config import get_settings
+from atelier.service.engines import EngineLoader
+
+bench_app = typer.Typer(
+    help="Measure speed and memory on this machine. Not a test: figures, and ratios taken in "
+    "the same run.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+@bench_app.callback()
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(engines)
+
+
+@bench_app.command("engines")
+def engines(
+    sizes: str = typer.Option("512,1024", help="Square sizes in pixels, comma-separated."),
+    batches: str = typer.Option("1,8", help="Batch sizes, comma-separated."),
+    only: list[str] = typer.Option([], "--only", help="Only engines whose name contains this (repeatable)."),
+    repeat: int = typer.Option(3, min=1, help="Timed runs per figure (the median is printed)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Images/s of each instant engine at each size and batch, and the re-pick speed-up."""
+    settings = get_settings()
+    with refusals():
+        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        rows = bench_engines(loader, sizes=_ints(sizes), batches=_ints(batches), repeat=repeat, only=only or None)
+        emit(rows, as_json=as_json, title=f"Instant engines on {_machine(loader.device)}")
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def emit(rows, *, as_json: bool, title: str) -> None:  # type: ignore[no-untyped-def]
+    """Print rows as they come (a table at the end, or one JSON object per line)."""
+    # A table of figures is read in a log or a wide terminal: never wrap it at 80 columns.
+    console = Console(width=max(Console().width, 160))
+    status = Console(stderr=True)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_dict()))
+        return
+    table = Table(title=title)
+    for column in ("what", "params", "seconds", "per second", "peak MiB", "ratios", "note"):
+        table.add_column(column)
+    for row in rows:
+        status.print(f"[dim]measured {row.name} {row.params}[/dim]", highlight=False)
+        table.add_row(*_cells(row))
+    console.print(table)
+
+
+def _cells(row: Row) -> list[str]:
+    params = " ".join(f"{k}={v}" for k, v in row.params.items() if k != "device")
+    if math.isnan(row.seconds):
+        return [row.name, params, "-", "-", "-", "-", row.note]
+    return [
+        row.name,
+        params,
+        f"{row.seconds:.3f}",
+        f"{row.per_second:.2f} {row.unit}/s",
+        "-" if row.peak_mb is None else f"{row.peak_mb:.0f}",
+        ", ".join(f"{k} {v:.2f}x" for k, v in row.ratios.items()),
+        row.note,
+    ]

@@ -1,0 +1,57 @@
+"""Process-wide tuning applied once at start-up by the CLI and the server.
+
+glibc's malloc returns large freed blocks to the kernel (``munmap``/``trim``) and PyTorch then
+page-faults the same memory back in on the next layer: on these 2-core machines 20-40 % of a
+style-transfer forward pass went to that. Keeping freed memory in the process (no mmap for big
+blocks, no trimming) makes the same code 1.3-1.8x faster. The environment variables
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` do this only if set before the process starts;
+``mallopt`` does the same from inside, so users get it without a wrapper script.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+# mallopt parameter numbers from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_applied: dict[str, bool] = {}
+
+
+def tune_allocator() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the kernel. Idempotent.
+
+    Returns True when the setting took effect (glibc on Linux), False elsewhere. Set
+    ``ATELIER_KEEP_MALLOC_DEFAULTS=1`` to measure without it.
+    """
+    if "allocator" in _applied:
+        return _applied["allocator"]
+    ok = False
+    if sys.platform.startswith("linux") and os.environ.get("ATELIER_KEEP_MALLOC_DEFAULTS") != "1":
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+            mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+            mallopt.restype = ctypes.c_int
+            # Both calls return 1 on success.
+            ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
+        except (OSError, AttributeError) as exc:  # musl, or no libc by that name
+            log.debug("mallopt not available: %s", exc)
+    _applied["allocator"] = ok
+    log.debug("allocator tuning %s", "applied" if ok else "not applied")
+    return ok
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for the engines (0 keeps PyTorch's choice: one per core)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -1,0 +1,134 @@
+"""Loading the engines the product uses, from the model registry, once per process.
+
+The CLI and the web app ask for an engine by name; this module finds its weights in the models
+folder (refusing with the command that installs them when they are missing), loads them on the
+chosen device and keeps them for the next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from atelier.art import models
+from atelier.art.devices import resolve_device
+from atelier.art.engine import StyleEngine
+from atelier.art.errors import ArtError
+from atelier.art.filters import FILTERS, FilterNet, load_filter
+
+log = logging.getLogger(__name__)
+
+#: Engines that paint with any style image.
+STYLE_ENGINES: tuple[str, ...] = ("microast", "adain")
+#: Every engine name ``atelier render --engine`` accepts (gatys joins with the painting path).
+ENGINES: tuple[str, ...] = (*STYLE_ENGINES, "filter")
+
+#: AdaIN weight sets: the official relu4_1 pair, or the Universal Style Transfer encoder and
+#: inverter pairs at shallower levels (relu3_1 is the deepest that is installed on a machine
+#: without the official files).
+ADAIN_WEIGHTS: tuple[str, ...] = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
+
+
+class UnknownEngineError(ArtError):
+    """An engine or filter name that does not exist."""
+
+
+@dataclass
+class EngineLoader:
+    """Loads engines on demand and keeps them; safe to share between threads."""
+
+    models_dir: Path
+    device: torch.device = field(default_factory=lambda: resolve_device("auto"))
+    _cache: dict[tuple[str, ...], object] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def style_engine(
+        self,
+        name: str,
+        *,
+        weights: str | None = None,
+        vgg: Path | None = None,
+        decoder: Path | None = None,
+    ) -> StyleEngine:
+        """An arbitrary-style engine: ``microast`` or ``adain``.
+
+        For AdaIN, ``weights`` names a registry set (default: the official ``adain``); ``vgg`` and
+        ``decoder`` point at other files instead (a decoder the user trained, say).
+        """
+        if name == "microast":
+            return self._cached(("microast",), self._load_microast)
+        if name == "adain":
+            if vgg is not None or decoder is not None:
+                return self._cached(
+                    ("adain-files", str(vgg), str(decoder)), lambda: self._load_adain_files(vgg, decoder)
+                )
+            weights = weights or "adain"
+            if weights not in ADAIN_WEIGHTS:
+                raise UnknownEngineError(
+                    f"unknown AdaIN weights {weights!r}; choose one of {', '.join(ADAIN_WEIGHTS)}"
+                )
+            return self._cached(("adain", weights), lambda: self._load_adain_set(weights))
+        raise UnknownEngineError(
+            f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
+        )
+
+    def filter(self, name: str) -> FilterNet:
+        """One of the fixed-style filters (candy, mosaic, rain_princess, udnie, pointilism)."""
+        key = filter_name(name)
+        if key is None:
+            raise UnknownEngineError(f"unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
+        return self._cached(("filter", key), lambda: self._load_filter(key))
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _cached(self, key: tuple[str, ...], load):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if key not in self._cache:
+                log.info("loading %s on %s", "/".join(key), self.device)
+                self._cache[key] = load()
+            return self._cache[key]
+
+    def _load_microast(self) -> StyleEngine:
+        from atelier.art.microast import load_microast
+
+        paths = models.require("microast", models_dir=self.models_dir)
+        return load_microast(**paths, device=self.device)
+
+    def _load_adain_set(self, weights: str) -> StyleEngine:
+        from atelier.art.adain import load_adain
+
+        paths = models.require(weights, models_dir=self.models_dir)
+        if weights == "adain":
+            return load_adain(vgg=paths["vgg"], decoder=paths["decoder"], device=self.device)
+        return load_adain(vgg=paths["encoder"], decoder=paths["decoder"], device=self.device)
+
+    def _load_adain_files(self, vgg: Path | None, decoder: Path | None) -> StyleEngine:
+        from atelier.art.adain import load_adain
+
+        official = models.require("adain", models_dir=self.models_dir) if vgg is None or decoder is None else {}
+        vgg_path = vgg or official["vgg"]
+        decoder_path = decoder or official["decoder"]
+        for path in (vgg_path, decoder_path):
+            if not Path(path).is_file():
+                raise FileNotFoundError(2, "No such file", str(path))
+            if models.check_known(Path(path)) is None:
+                log.warning(
+                    "%s is not one of the pinned official weight files; using it as given", path
+                )
+        return load_adain(vgg=vgg_path, decoder=decoder_path, device=self.device)
+
+    def _load_filter(self, name: str) -> FilterNet:
+        paths = models.require(f"filter-{name}", models_dir=self.models_dir)
+        return load_filter(paths["weights"], device=self.device)
+
+
+def filter_name(name: str) -> str | None:
+    """The canonical filter name for what a user typed (``rain-princess`` -> ``rain_princess``)."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if key.startswith("filter_"):
+        key = key[len("filter_") :]
+    return key if key in FILTERS else None
