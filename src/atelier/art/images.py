@@ -14,6 +14,12 @@ Decisions worth knowing (each is a choice other products make the same way):
   (LittleCMS, perceptual intent). A profile that cannot be parsed or does not fit the pixels is
   logged and ignored -- a photo is not refused for a broken profile.
 * **EXIF orientation** is applied, so what the network sees is what the phone showed.
+* **CMYK**: Pillow un-inverts Adobe-style (APP14) CMYK JPEGs itself while decoding, so the
+  CMYK pixels are "255 = full ink" either way; with an embedded CMYK profile LittleCMS does the
+  conversion, without one Pillow's naive formula does.
+* **Pixel limit**: checked from the header before decoding. Pillow keeps its own process-wide
+  guard (``Image.MAX_IMAGE_PIXELS``, refusing above twice that), so the effective limit is the
+  smaller of the two; both surface as :class:`ImageTooLargeError`.
 * **16-bit and float images**: 16-bit grey (``I;16*``) and ``I`` are scaled 0..65535 -> 0..255
   (Pillow's own ``convert("L")`` clips them, which turns most 16-bit photos white). 16-bit RGB
   PNGs are reduced to 8 bits by Pillow itself (high byte). ``F`` is taken as display-referred

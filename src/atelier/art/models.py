@@ -60,6 +60,7 @@ __all__ = [
     "check_known",
     "download",
     "downloadable_names",
+    "fix_command",
     "get_spec",
     "import_dir",
     "require",
