@@ -17,6 +17,14 @@ from atelier.service.instant import AdaINWeights, stylize_image
 
 log = logging.getLogger(__name__)
 
+#: Inputs taken as video by their suffix (animated GIFs are video too when the output is).
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"})
+
+
+def is_video_path(path: Path) -> bool:
+    """Whether ``atelier render`` treats ``path`` as a clip rather than a photo."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
 _RENDER_HELP = """Paint CONTENT (a photo) in the style of a painting or filter and save it to OUT.
 
 Examples:
@@ -66,8 +74,31 @@ def render(
     vgg: Path | None = typer.Option(None, "--vgg", help="AdaIN: another VGG encoder file (vgg_normalised.pth layout)."),
     decoder: Path | None = typer.Option(None, "--decoder", help="AdaIN: another decoder file (e.g. one you trained)."),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Model weights folder (default: ATELIER_MODELS_DIR)."),
+    fps: float | None = typer.Option(None, "--fps", min=1.0, help="Video: output frame rate (default: the clip's)."),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", min=0.1, help="Video: stylize only the first N seconds."),
+    temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Video: keep frames steady (optical-flow blending)."),
 ) -> None:
     settings = get_settings()
+    if is_video_path(content):
+        from atelier.cli.render_video import render_video
+
+        render_video(
+            content,
+            output,
+            style=style,
+            style_weights=_parse_weights(style_weights),
+            engine=engine,
+            alpha=alpha,
+            preserve_color=preserve_color,
+            size=size,
+            style_size=style_size,
+            device=device,
+            models_dir=models_dir,
+            fps=fps,
+            max_seconds=max_seconds,
+            temporal=temporal,
+        )
+        return
     if output.suffix.lower() not in WRITABLE_SUFFIXES:
         raise fail(f"cannot write {output.name}: use a .png, .jpg or .webp output file")
     with refusals():
