@@ -38,6 +38,10 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
+    from atelier.config import get_settings
+    from atelier.runtime import set_threads
+
+    set_threads(get_settings().threads)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -67,10 +71,16 @@ def refusals() -> Iterator[None]:
 def _register() -> None:
     # Imported here so each group lives in its own module and `atelier --help` stays quick.
     from atelier.cli import models as _models  # noqa: F401
+    from atelier.cli import bench as _bench  # noqa: F401
     from atelier.cli import render as _render  # noqa: F401
+    from atelier.cli import store as _store  # noqa: F401
 
 
 def main() -> None:
     """Console entry point."""
+    from atelier.runtime import tune_allocator
+
+    # Before anything allocates: see atelier.runtime for why (1.3-1.8x on these CPUs).
+    tune_allocator()
     _register()
     app()

@@ -6,17 +6,12 @@ import json
 import math
 import platform
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from atelier.art.devices import resolve_device
-from atelier.bench.engines import bench_engines
-from atelier.bench.timing import Row
 from atelier.cli import app, refusals
 from atelier.config import get_settings
-from atelier.service.engines import EngineLoader
 
 bench_app = typer.Typer(
     help="Measure speed and memory on this machine. Not a test: figures, and ratios taken in "
@@ -47,6 +42,10 @@ def engines(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """Images/s of each instant engine at each size and batch, and the re-pick speed-up."""
+    from atelier.art.devices import resolve_device
+    from atelier.bench.engines import bench_engines
+    from atelier.service.engines import EngineLoader
+
     settings = get_settings()
     with refusals():
         loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
@@ -54,7 +53,9 @@ def engines(
         emit(rows, as_json=as_json, title=f"Instant engines on {_machine(loader.device)}")
 
 
-def _machine(device: torch.device) -> str:
+def _machine(device) -> str:  # type: ignore[no-untyped-def]
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
@@ -78,7 +79,7 @@ def emit(rows, *, as_json: bool, title: str) -> None:  # type: ignore[no-untyped
     console.print(table)
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
     params = " ".join(f"{k}={v}" for k, v in row.params.items() if k != "device")
     if math.isnan(row.seconds):
         return [row.name, params, "-", "-", "-", "-", row.note]

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
-from atelier.art.devices import resolve_device
-from atelier.art.images import WRITABLE_SUFFIXES, decode_image, save_image
 from atelier.cli import app, fail, refusals
-from atelier.cli.progressbar import progress_bar
 from atelier.config import get_settings
-from atelier.service.engines import ADAIN_WEIGHTS, ENGINES, EngineLoader, filter_name
-from atelier.service.instant import AdaINWeights, stylize_image
+
+# The engines (and torch) are imported inside the command: `atelier --help` and the other
+# commands should not pay the second or two that importing torch takes.
+ENGINES = ("microast", "adain", "filter")
+ADAIN_WEIGHTS = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,12 @@ def render(
             temporal=temporal,
         )
         return
+    from atelier.art.devices import resolve_device
+    from atelier.art.images import decode_image, save_image
+    from atelier.cli.progressbar import progress_bar
+    from atelier.service.engines import EngineLoader, filter_name
+    from atelier.service.instant import AdaINWeights, stylize_image
+
     if output.suffix.lower() not in WRITABLE_SUFFIXES:
         raise fail(f"cannot write {output.name}: use a .png, .jpg or .webp output file")
     with refusals():
@@ -146,6 +153,9 @@ def render(
 
 
 def _choose_engine(engine: str, styles: list[str], filters: list[str | None]) -> str:
+    from atelier.service import engines as known
+
+    assert known.ENGINES == ENGINES and known.ADAIN_WEIGHTS == ADAIN_WEIGHTS, "keep the lists in step"
     engine = engine.lower()
     if engine not in (*ENGINES, "auto"):
         raise fail(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
@@ -157,6 +167,8 @@ def _choose_engine(engine: str, styles: list[str], filters: list[str | None]) ->
 
 
 def _style_path(style: str) -> Path:
+    from atelier.service.engines import filter_name
+
     path = Path(style)
     if not path.exists() and filter_name(style) is not None:
         raise fail(f"{style!r} is a filter, not a style image: use --engine filter (or auto)")

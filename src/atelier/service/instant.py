@@ -121,4 +121,6 @@ def _mask_tensor(mask: Image.Image, size: tuple[int, int], styles: int) -> torch
             f"a mask gives two styles to two regions: give exactly two --style (got {styles})"
         )
     grey = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
-    return to_tensor(grey.convert("RGB"))[:, :1]
+    weight = to_tensor(grey.convert("RGB"))[:, :1]
+    # One channel per style (first style where white), the form every engine takes.
+    return torch.cat([weight, 1.0 - weight], dim=1)
