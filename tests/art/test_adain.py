@@ -447,6 +447,13 @@ def test_pil_in_pil_out_and_progress(engine: AdaIN, content_dir: Path, style_dir
     assert isinstance(out, Image.Image) and out.size == (101, 77)
     assert [p.stage for p in seen] == ["encode content", "encode style", "decode"]
     assert seen[-1].fraction == 1.0
+    # a grey-level PIL mask: white is painted, black keeps the photo
+    mask = Image.new("L", (101, 77), 0)
+    mask.paste(255, (0, 0, 50, 77))
+    kept = engine.stylize(photo, [style], mask=mask)
+    plain = engine.stylize(photo, [style], alpha=0.0)
+    diff = (to_tensor(kept) - to_tensor(plain)).abs()
+    assert diff[..., :40].mean() > 3 * diff[..., 60:].mean()
 
 
 def test_one_style_with_a_mask_keeps_the_photo_outside_it(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> None:

@@ -335,7 +335,7 @@ class AdaIN:
         with torch.inference_mode():
             if mask is None:
                 weights = _normalised_weights(style_weights, len(styles))
-                content_mean, content_std = mean_std(feats)
+                content_mean, content_std = mean_std(self._unpadded(feats, content.size))
                 # AdaIN is affine per channel, so the weighted sum of K AdaIN outputs and the
                 # alpha blend fold into one scale and shift: one pass over the feature map.
                 scale = torch.zeros_like(content_std)
@@ -408,7 +408,7 @@ class AdaIN:
         style_list = [styles] if isinstance(styles, (torch.Tensor, Image.Image)) else list(styles)
         style_ts = [to_tensor(s) if isinstance(s, Image.Image) else s for s in style_list]
         if isinstance(mask, Image.Image):
-            mask = to_tensor(mask.convert("RGB"))[:, :1]  # grey levels as weights
+            mask = to_tensor(mask.convert("L").convert("RGB"))[:, :1]  # grey levels as weights
         total = 2 + len(style_ts)
 
         features = self.encode_content(content_t)
@@ -446,6 +446,15 @@ class AdaIN:
             )
         return image.to(device=self.device, dtype=torch.float32)
 
+    def _unpadded(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The feature cells that overlap the photo, leaving out those of the padded margin.
+
+        The content statistics come from these only, as the reference (which never pads) takes
+        them from the photo alone; the margin is still decoded, then cropped off.
+        """
+        height, width = (-(-side // self.multiple) for side in size)
+        return feats[..., :height, :width]
+
     def _masked_scale_shift(
         self,
         feats: torch.Tensor,
@@ -460,7 +469,9 @@ class AdaIN:
             if stats is None:  # this region keeps the photo
                 scale = scale + weight
                 continue
-            region_mean, region_std = _weighted_mean_std(feats, weight)
+            region_mean, region_std = _weighted_mean_std(
+                self._unpadded(feats, size), self._unpadded(weight, size)
+            )
             ratio = stats.std / region_std
             scale = scale + weight * ratio
             shift = shift + weight * (stats.mean - region_mean * ratio)

@@ -95,8 +95,10 @@ def preserve_colors(stylized: torch.Tensor, content: torch.Tensor, *, clamp: boo
 
     Gatys et al. 2016 do it in YIQ: take Y from the stylized image and I, Q from the photo. In
     YIQ as in YCbCr both chroma axes are zero on grey, so swapping Y is the same as adding the
-    change of luma to all three channels; that is how it is computed here, in either space's
-    terms. ``stylized`` and ``content`` must have the same size.
+    change of luma to all three channels, and both spaces give the same result; that is how it
+    is computed here. ``stylized`` and ``content`` must have the same size; the result is
+    clamped to 0..1 unless ``clamp=False`` (bright content chroma on a brighter luma can leave
+    the RGB gamut).
     """
     if stylized.shape[-2:] != content.shape[-2:]:
         raise ValueError(
