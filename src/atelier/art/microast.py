@@ -1,0 +1,744 @@
+"""MicroAST (Wang et al., "MicroAST: Towards Super-Fast Ultra-Resolution Arbitrary Style Transfer",
+AAAI 2023): a 0.47 M-parameter arbitrary-style network that needs no VGG at inference.
+
+Built from the description in ../shared/models/MODELS.md (section 2) and checked against the
+official ``net_microAST.py`` (EndyWon/MicroAST); module names follow the official files so they
+strict-load (``enc1.0.conv_layer.weight``, ...).
+
+* Two micro encoders of the same shape (content and style, different weights): a 9x9 conv, two
+  stride-2 depthwise-separable stages and a residual block give ``f1`` at 1/4 resolution; one more
+  residual block gives ``f2``.
+* A modulator turns the style features into per-channel filter modulations: a depthwise 3x3 conv
+  and a global average pool for each of ``w1, b1`` (from ``s1``) and ``w2, b2`` (from ``s2``).
+* The decoder: AdaIN(c2, s2) blended with c2 by alpha, a residual block whose convolution outputs
+  are modulated by (w2, b2), AdaIN with s1 and the alpha blend again, a residual block modulated
+  by (w1, b1), then two bilinear x2 upsamplings with depthwise-separable convs and a 9x9 conv to
+  RGB. AdaIN uses the unbiased variance with eps 1e-5 added before the square root, as upstream.
+
+Where this differs from the official code:
+
+* The decoder never reads the content's first-level features ``c1`` (upstream computes and
+  ignores them), so :class:`MicroASTContent` keeps only ``c2``: a cached photo costs 16 bytes per
+  pixel instead of 32.
+* Ultra-resolution. The paper runs whole 4K images on an 8 GB GPU. Here an image that is too big
+  to hold at once is processed in overlapping tiles (:func:`load_microast`'s engine, ``tile=``).
+  The networks are fully convolutional; only AdaIN looks at the whole image, so the statistics
+  are computed in their own pass over the tiles (sums in float64) and every tile is then
+  normalised with the global statistics. Tile origins sit on the stride-4 grid and every halo is
+  wider than the receptive field it must cover, so a tiled result equals the untiled one up to
+  float rounding -- no seams, unlike patch-wise methods that normalise each patch on its own.
+* ``alpha`` blends the style's signals with the photo's own (the photo encoded as a style),
+  not features with features as upstream does: with the official weights upstream's blend
+  breaks down for any alpha below 1 (see :meth:`MicroAST.decode`).
+* Several styles and spatial masks (neither is defined by the paper); see :meth:`MicroAST.decode`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from atelier.art.errors import ImageError, ModelError, ModelMissingError
+from atelier.art.padding import crop_to, pad_to_multiple
+from atelier.art.progress import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+CHANNELS = 64  # feature channels at 1/4 resolution (slim_factor 1 upstream)
+_EPS = 1e-5  # added to the variance before the square root, as upstream calc_mean_std
+_MULTIPLE = 4  # two stride-2 convs in, two x2 upsamplings out
+_MIN_SIDE = 8  # quarter-resolution 3x3 reflection pads need 2 pixels
+
+# Tiling. Halos are wider than the receptive fields they protect, so tiles are exact:
+# encoder: 9x9 (4 px) + 3x3/2 (1) + 3x3/2 at 1/2 res (2) + four 3x3 at 1/4 res (16) = 23 px.
+_ENCODER_HALO = 32  # full-resolution pixels, a multiple of 4 so tiles stay on the stride grid
+# dec1: two 3x3 convs at 1/4 resolution.
+_DEC1_HALO = 2  # quarter-resolution pixels
+# dec2 (two 3x3 at 1/4 res, 8 px) + dec3 (bilinear edges, 3x3 at 1/2 and full res, 9x9): < 20 px.
+_DEC_TAIL_HALO = 8  # quarter-resolution pixels (32 full-resolution)
+#: tile=None keeps images up to this many (padded) pixels per batch item whole, and cuts bigger
+#: ones into tiles of :data:`AUTO_TILE` pixels. The full-resolution layers of the decoder need
+#: about 320 bytes per pixel, so this bounds the working set near 0.8 GB.
+AUTO_TILE_MAX_PIXELS = 2_500_000
+AUTO_TILE = 1024
+#: The photo's own style signals (the alpha=0 end) are taken at this size at most, the size
+#: style images are usually given at: big photos cost nothing extra and tiles cannot change them.
+OWN_STYLE_SIZE = 512
+
+
+# --------------------------------------------------------------------------------------------
+# The networks (module names as in the official state_dicts)
+
+
+class _Conv(nn.Module):
+    """Reflection pad k//2, then a biased, possibly grouped Conv2d named ``conv_layer``."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__()
+        self.pad = kernel_size // 2
+        self.conv_layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return self.conv_layer(x)
+
+
+class _Residual(nn.Module):
+    """x + conv2(ReLU(conv1(x))) at 64 channels; the decoder's version is filter-modulated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = _Conv(CHANNELS, CHANNELS, 3)
+        self.conv2 = _Conv(CHANNELS, CHANNELS, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+    def modulated(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # The paper's filter modulation: each conv's output is scaled by the style's w and the
+        # conv's own input, scaled by b, is added -- i.e. the kernel becomes w*K + b*identity.
+        y = F.relu(torch.addcmul(bias * x, weight, self.conv1(x)))
+        return x + torch.addcmul(bias * y, weight, self.conv2(y))
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(
+            _Conv(3, 16, 9),
+            nn.ReLU(inplace=True),
+            _Conv(16, 32, 3, stride=2, groups=16),
+            nn.ReLU(inplace=True),
+            _Conv(32, 32, 1),
+            nn.ReLU(inplace=True),
+            _Conv(32, 64, 3, stride=2, groups=32),
+            nn.ReLU(inplace=True),
+            _Conv(64, 64, 1),
+            nn.ReLU(inplace=True),
+            _Residual(),
+        )
+        self.enc2 = nn.Sequential(_Residual())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f1 = self.enc1(x)
+        return f1, self.enc2(f1)
+
+
+def _pooled_depthwise() -> nn.Sequential:
+    return nn.Sequential(_Conv(CHANNELS, CHANNELS, 3, groups=CHANNELS), nn.AdaptiveAvgPool2d(1))
+
+
+class _Modulator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight1 = _pooled_depthwise()
+        self.bias1 = _pooled_depthwise()
+        self.weight2 = _pooled_depthwise()
+        self.bias2 = _pooled_depthwise()
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dec1 = _Residual()
+        self.dec2 = _Residual()
+        self.dec3 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            _Conv(64, 32, 3, groups=32),
+            nn.ReLU(inplace=True),
+            _Conv(32, 32, 1),
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            _Conv(32, 16, 3, groups=16),
+            nn.ReLU(inplace=True),
+            _Conv(16, 16, 1),
+            nn.ReLU(inplace=True),
+            _Conv(16, 3, 9),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# What the engine caches
+
+
+@dataclass(frozen=True, eq=False)
+class MicroASTContent:
+    """A batch of photos, encoded.
+
+    ``features`` is c2 (N, 64, H'/4, W'/4) of the photos padded to H', W' (multiples of 4);
+    ``size`` is the photos' own (H, W), which the output gets back; ``own_style`` holds each
+    photo's own style signals (the photo encoded as a style image, fields shaped (N, 64)), the
+    far end of ``alpha`` (see :meth:`MicroAST.decode`).
+    """
+
+    features: torch.Tensor
+    size: tuple[int, int]
+    own_style: MicroASTStyle
+
+    @property
+    def batch(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class MicroASTStyle:
+    """Everything the decoder takes from one style image: vectors of 64 numbers each
+    (shaped (N, 64) when they describe a batch of photos, as ``MicroASTContent.own_style``).
+
+    ``mean1``/``std1`` and ``mean2``/``std2`` are the AdaIN statistics of the style features s1
+    and s2; ``weight1``/``bias1`` (from s1) and ``weight2``/``bias2`` (from s2) are the
+    modulator's filter modulations. A cached style costs about 2 KB and nothing more to use.
+    """
+
+    mean1: torch.Tensor
+    std1: torch.Tensor
+    mean2: torch.Tensor
+    std2: torch.Tensor
+    weight1: torch.Tensor
+    bias1: torch.Tensor
+    weight2: torch.Tensor
+    bias2: torch.Tensor
+
+    _FIELDS = ("mean1", "std1", "mean2", "std2", "weight1", "bias1", "weight2", "bias2")
+
+    def to(self, device: torch.device | str) -> MicroASTStyle:
+        return MicroASTStyle(*(getattr(self, name).to(device) for name in self._FIELDS))
+
+
+def _stack_styles(styles: Sequence[MicroASTStyle], device: torch.device) -> dict[str, torch.Tensor]:
+    """Each field as a (1, K, 64) tensor, K = number of styles."""
+    return {
+        name: torch.stack([getattr(s, name).reshape(CHANNELS) for s in styles]).unsqueeze(0).to(device)
+        for name in MicroASTStyle._FIELDS
+    }
+
+
+def _own_signals(own: MicroASTStyle, device: torch.device) -> dict[str, torch.Tensor]:
+    """The photos' own style signals as (N, 1, 64) tensors."""
+    return {name: getattr(own, name).reshape(-1, 1, CHANNELS).to(device) for name in MicroASTStyle._FIELDS}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiling and statistics
+
+
+def _spans(length: int, tile: int) -> list[tuple[int, int]]:
+    return [(start, min(start + tile, length)) for start in range(0, length, tile)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tile:
+    """A tile [y0:y1, x0:x1] and its haloed read window [hy0:hy1, hx0:hx1] (same units)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    hy0: int
+    hy1: int
+    hx0: int
+    hx1: int
+
+    def read(self, t: torch.Tensor) -> torch.Tensor:
+        return t[..., self.hy0 : self.hy1, self.hx0 : self.hx1]
+
+    def inner(self, t: torch.Tensor, scale: int = 1) -> torch.Tensor:
+        """The tile itself out of a result computed on the haloed window (``scale`` x finer)."""
+        top, left = (self.y0 - self.hy0) * scale, (self.x0 - self.hx0) * scale
+        return t[..., top : top + (self.y1 - self.y0) * scale, left : left + (self.x1 - self.x0) * scale]
+
+    def own(self, t: torch.Tensor) -> torch.Tensor:
+        return t[..., self.y0 : self.y1, self.x0 : self.x1]
+
+
+def _tiles(height: int, width: int, tile: int, halo: int) -> list[_Tile]:
+    return [
+        _Tile(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo))
+        for y0, y1 in _spans(height, tile)
+        for x0, x1 in _spans(width, tile)
+    ]
+
+
+class _RegionStats:
+    """Running sums for per-region, per-channel means and unbiased variances, in float64.
+
+    Regions are the soft masks' channels (one region covering everything without a mask). With
+    weights m the variance is sum m (x - mean)^2 / (V1 - V2 / V1), V1 = sum m, V2 = sum m^2:
+    reliability weights, which gives exactly the unbiased n - 1 of upstream when m is 0 or 1.
+    """
+
+    def __init__(self, batch: int, regions: int, device: torch.device) -> None:
+        opts = {"dtype": torch.float64, "device": device}
+        self.v1 = torch.zeros(batch, regions, 1, **opts)
+        self.v2 = torch.zeros(batch, regions, 1, **opts)
+        self.s1 = torch.zeros(batch, regions, CHANNELS, **opts)
+        self.s2 = torch.zeros(batch, regions, CHANNELS, **opts)
+
+    def add(self, x: torch.Tensor, weights: torch.Tensor | None) -> None:
+        x = x.double()
+        if weights is None:
+            count = x.shape[-1] * x.shape[-2]
+            self.v1 += count
+            self.v2 += count
+            self.s1[:, 0] += x.sum((2, 3))
+            self.s2[:, 0] += x.square().sum((2, 3))
+            return
+        m = weights.double().expand(x.shape[0], -1, -1, -1)
+        self.v1 += m.sum((2, 3)).unsqueeze(-1)
+        self.v2 += m.square().sum((2, 3)).unsqueeze(-1)
+        self.s1 += torch.einsum("nkhw,nchw->nkc", m, x)
+        self.s2 += torch.einsum("nkhw,nchw->nkc", m, x.square())
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K, 64) means and standard deviations (float32)."""
+        v1 = self.v1.clamp_min(1e-12)  # an empty region is never used; keep it finite
+        mean = self.s1 / v1
+        squares = (self.s2 - self.s1 * mean).clamp_min(0.0)
+        var = squares / (v1 - self.v2 / v1).clamp_min(1e-12)
+        return mean.float(), (var + _EPS).sqrt().float()
+
+
+def _feature_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean and sqrt(unbiased variance + eps) over H, W: (N, 64) each."""
+    stats = _RegionStats(x.shape[0], 1, x.device)
+    stats.add(x, None)
+    mean, std = stats.mean_std()
+    return mean[:, 0], std[:, 0]
+
+
+def _per_pixel(coeffs: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """(N|1, K, 64) per-region coefficients -> (N|1, 64, 1, 1), or per pixel (N, 64, h, w) with masks."""
+    if weights is None:
+        return coeffs[:, 0, :, None, None]
+    n = max(weights.shape[0], coeffs.shape[0])
+    return torch.einsum("nkhw,nkc->nchw", weights.expand(n, -1, -1, -1), coeffs.expand(n, -1, -1))
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+
+
+class MicroAST(nn.Module):
+    """MicroAST as an :class:`atelier.art.engine.StyleEngine`. Build it with :func:`load_microast`.
+
+    ``encode_content`` and ``encode_style`` return objects to cache (:class:`MicroASTContent`,
+    :class:`MicroASTStyle`), ``decode`` paints. Everything happens on the engine's device under
+    ``torch.inference_mode``; ``stylize`` is the one-call convenience.
+    """
+
+    name = "microast"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.content_encoder = _Encoder()
+        self.style_encoder = _Encoder()
+        self.modulator = _Modulator()
+        self.decoder = _Decoder()
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.dec1.conv1.conv_layer.weight.device
+
+    # ---- encoders --------------------------------------------------------------------------
+
+    def _encode(
+        self,
+        encoder: _Encoder,
+        padded: torch.Tensor,
+        *,
+        tile: int | None,
+        keep_f1: bool,
+        stage: str,
+        progress: ProgressCallback | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Run an encoder over an image padded to multiples of 4, whole or in exact tiles."""
+        n, _, height, width = padded.shape
+        step = _tile_size(tile, n, height, width)
+        tiles = _tiles(height, width, step, _ENCODER_HALO)
+        if len(tiles) == 1:
+            f1, f2 = encoder(padded)
+            _report(progress, stage, 1, 1)
+            return (f1 if keep_f1 else None), f2
+        quarter = (n, CHANNELS, height // 4, width // 4)
+        f1_all = torch.empty(quarter, device=padded.device) if keep_f1 else None
+        f2_all = torch.empty(quarter, device=padded.device)
+        for index, t in enumerate(tiles, 1):
+            f1, f2 = encoder(t.read(padded))
+            q = _quarter(t)
+            q.own(f2_all).copy_(q.inner(f2))
+            if f1_all is not None:
+                q.own(f1_all).copy_(q.inner(f1))
+            del f1, f2
+            _report(progress, stage, index, len(tiles))
+        return f1_all, f2_all
+
+    def _style_signals(self, image: torch.Tensor, *, tile: int | None) -> MicroASTStyle:
+        """Style signals of a batch of images: fields shaped (N, 64)."""
+        padded, _ = pad_to_multiple(image, _MULTIPLE, mode="reflect")
+        s1, s2 = self._encode(self.style_encoder, padded, tile=tile, keep_f1=True, stage="style", progress=None)
+        assert s1 is not None
+        mod = self.modulator
+        mean1, std1 = _feature_stats(s1)
+        mean2, std2 = _feature_stats(s2)
+        n = image.shape[0]
+        return MicroASTStyle(
+            mean1=mean1,
+            std1=std1,
+            mean2=mean2,
+            std2=std2,
+            weight1=mod.weight1(s1).reshape(n, CHANNELS),
+            bias1=mod.bias1(s1).reshape(n, CHANNELS),
+            weight2=mod.weight2(s2).reshape(n, CHANNELS),
+            bias2=mod.bias2(s2).reshape(n, CHANNELS),
+        )
+
+    def encode_content(
+        self, content: torch.Tensor, *, tile: int | None = None, progress: ProgressCallback | None = None
+    ) -> MicroASTContent:
+        """Encode a batch of photos (N, 3, H, W), RGB 0..1, any H, W >= 8. Cache the result.
+
+        ``tile`` is the side of the square tiles, in pixels (a multiple of 4; None decides by
+        size, see :data:`AUTO_TILE_MAX_PIXELS`). Tiling changes memory, not the result.
+        """
+        _check_batch(content, what="photo")
+        with torch.inference_mode():
+            photo = content.to(self.device, torch.float32)
+            padded, size = pad_to_multiple(photo, _MULTIPLE, mode="reflect")
+            _, c2 = self._encode(
+                self.content_encoder, padded, tile=tile, keep_f1=False, stage="encode", progress=progress
+            )
+            del padded
+            own = self._style_signals(_shrink(photo, OWN_STYLE_SIZE), tile=None)
+        return MicroASTContent(features=c2, size=(int(size[0]), int(size[1])), own_style=own)
+
+    def encode_style(self, style: torch.Tensor, *, tile: int | None = None) -> MicroASTStyle:
+        """Encode one painting (1, 3, h, w), RGB 0..1, into its statistics and modulations.
+
+        The painting is used at the size given (upstream's default); callers usually scale it to
+        about 512 px on the short side first, as the AdaIN and MicroAST references do. Big
+        paintings are encoded in tiles like photos (``tile``), so they cost memory, not failures.
+        """
+        _check_batch(style, what="style image")
+        if style.shape[0] != 1:
+            raise ValueError(f"encode_style takes one style image, got a batch of {style.shape[0]}")
+        with torch.inference_mode():
+            signals = self._style_signals(style.to(self.device, torch.float32), tile=tile)
+        return MicroASTStyle(*(getattr(signals, name)[0] for name in MicroASTStyle._FIELDS))
+
+    # ---- decoder ---------------------------------------------------------------------------
+
+    def decode(
+        self,
+        content: MicroASTContent,
+        styles: Sequence[MicroASTStyle],
+        *,
+        style_weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        mask: torch.Tensor | None = None,
+        progress: ProgressCallback | None = None,
+        tile: int | None = None,
+    ) -> torch.Tensor:
+        """Paint the encoded photos with one or more encoded styles: (N, 3, H, W) RGB in 0..1,
+        at the photos' exact size, on the engine's device.
+
+        ``alpha`` (0..1) is how much of the style to use. It blends the style signals -- both
+        AdaIN targets and both filter modulations -- with the photo's own signals
+        (``content.own_style``), so alpha=1 is the full stylization, alpha=0 MicroAST's
+        reconstruction of the photo (the photo "stylized with itself"), and values between move
+        smoothly from one to the other. This departs from the official code, whose alpha blends
+        each AdaIN output with its input feature: the official weights were trained at alpha=1
+        only and that blend throws the modulated decoder off its range -- at alpha=0.5,
+        dog + starry_night comes out a flat cyan (values up to 14 before the clamp) and alpha=0
+        a flat orange wash. At alpha=1 both agree.
+
+        Several styles, no mask: the styles' signals (means, standard deviations, w, b) are
+        mixed as a weighted sum with ``style_weights`` (normalised to sum to 1; equal by
+        default) and the mixture decoded. The paper defines no interpolation; this one is linear
+        in everything a style contributes, and at the AdaIN layers it is exactly the AdaIN
+        reference's interpolation (a weighted sum of AdaIN outputs), since AdaIN is affine in
+        the target mean and deviation.
+
+        ``mask`` gives spatial control, like the AdaIN reference's masks: style k paints where
+        the mask selects it. Accepted: an integer (H, W) map of style indices; a float (K, H, W)
+        or (N, K, H, W) map of non-negative weights (normalised per pixel); with two styles, a
+        float (H, W) map in 0..1 that is the weight of the second style. Both AdaIN layers take
+        the photo's statistics inside each region (weighted by the mask) and apply style k's
+        statistics there, and the filter modulations of the residual blocks become per-pixel
+        mixtures of the styles' w, b. ``style_weights`` cannot be combined with a mask.
+
+        ``tile`` as in :meth:`encode_content`; it changes memory, not the result.
+        """
+        styles = list(styles)
+        if not styles:
+            raise ValueError("decode needs at least one style")
+        if not all(isinstance(s, MicroASTStyle) for s in styles):
+            raise TypeError("styles must come from MicroAST.encode_style")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+        if mask is not None and style_weights is not None:
+            raise ValueError("give style_weights or a mask, not both")
+        with torch.inference_mode():
+            features = content.features.to(self.device)
+            n, _, h, w = features.shape
+            signals = _stack_styles(styles, self.device)  # (1, K, 64)
+            weights: torch.Tensor | None = None
+            if mask is not None:
+                weights = _mask_weights(mask, len(styles), content.size, (h * 4, w * 4), self.device)
+            else:
+                mix = _normalised_weights(style_weights, len(styles)).to(self.device)
+                signals = {k: torch.einsum("k,nkc->nc", mix, v).unsqueeze(1) for k, v in signals.items()}
+            if alpha < 1.0:
+                own = _own_signals(content.own_style, self.device)  # (N, 1, 64)
+                signals = {k: torch.lerp(own[k], v, alpha) for k, v in signals.items()}  # (N, K, 64)
+            regions = signals["mean1"].shape[1]
+
+            step = _tile_size(tile, n, h * 4, w * 4) // 4
+            own_tiles = _tiles(h, w, step, 0)
+            dec1_tiles = _tiles(h, w, step, _DEC1_HALO)
+            tail_tiles = _tiles(h, w, step, _DEC_TAIL_HALO)
+            total = len(dec1_tiles) + len(tail_tiles)
+
+            def tile_weights(t: _Tile, *, own: bool = False) -> torch.Tensor | None:
+                return None if weights is None else (t.own(weights) if own else t.read(weights))
+
+            # Pass 1: the photo's statistics (per region).
+            content_stats = _RegionStats(n, regions, self.device)
+            for t in own_tiles:
+                content_stats.add(t.own(features), tile_weights(t, own=True))
+            scale1, shift1 = _adain_coefficients(content_stats, signals["mean2"], signals["std2"])
+
+            # Pass 2: AdaIN with s2 and the residual block modulated by (w2, b2).
+            dec1 = self.decoder.dec1
+            mid = torch.empty_like(features)
+            mid_stats = _RegionStats(n, regions, self.device)
+            for index, t in enumerate(dec1_tiles, 1):
+                m = tile_weights(t)
+                y = _adain(t.read(features), scale1, shift1, m)
+                y = dec1.modulated(y, _per_pixel(signals["weight2"], m), _per_pixel(signals["bias2"], m))
+                inner = t.inner(y)
+                t.own(mid).copy_(inner)
+                mid_stats.add(inner, tile_weights(t, own=True))
+                del y, inner
+                _report(progress, "decode", index, total)
+
+            # Pass 3: AdaIN with s1, the block modulated by (w1, b1), upsampling to RGB.
+            scale2, shift2 = _adain_coefficients(mid_stats, signals["mean1"], signals["std1"])
+            dec2, dec3 = self.decoder.dec2, self.decoder.dec3
+            height, width = content.size
+            out = torch.empty(n, 3, height, width, device=self.device)
+            for index, t in enumerate(tail_tiles, len(dec1_tiles) + 1):
+                m = tile_weights(t)
+                y = _adain(t.read(mid), scale2, shift2, m)
+                y = dec2.modulated(y, _per_pixel(signals["weight1"], m), _per_pixel(signals["bias1"], m))
+                y = t.inner(dec3(y), scale=4)
+                # Crop to the photo's size: the last tiles may reach into the padding that made
+                # the size a multiple of 4.
+                top, left = t.y0 * 4, t.x0 * 4
+                bottom, right = min(t.y1 * 4, height), min(t.x1 * 4, width)
+                if bottom > top and right > left:
+                    out[..., top:bottom, left:right] = y[..., : bottom - top, : right - left].clamp(0.0, 1.0)
+                del y
+                _report(progress, "decode", index, total)
+            return out
+
+    def stylize(
+        self,
+        content: torch.Tensor,
+        styles: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        style_weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_color: bool = False,
+        mask: torch.Tensor | None = None,
+        progress: ProgressCallback | None = None,
+        tile: int | None = None,
+    ) -> torch.Tensor:
+        """Encode and decode in one call: photos (N, 3, H, W) and style images ((1, 3, h, w)
+        each, or one such tensor), RGB 0..1 -> (N, 3, H, W) in 0..1 on the photos' device.
+
+        ``preserve_color`` keeps the photo's colours: each style image is first colour-matched
+        to the photo (as the AdaIN reference does); with a batch, per photo.
+        """
+        style_images = [styles] if isinstance(styles, torch.Tensor) else list(styles)
+        if not style_images:
+            raise ValueError("stylize needs at least one style image")
+        options = {"style_weights": style_weights, "alpha": alpha, "mask": mask, "progress": progress, "tile": tile}
+        if preserve_color:
+            return self._stylize_preserving_color(content, style_images, **options)
+        encoded = self.encode_content(content, tile=tile, progress=progress)
+        style_signals = [self.encode_style(s) for s in style_images]
+        return self.decode(encoded, style_signals, **options).to(content.device)
+
+    def _stylize_preserving_color(
+        self, content: torch.Tensor, style_images: list[torch.Tensor], **options: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError("preserve_color needs atelier.art.color.coral, not written yet")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_batch(image: torch.Tensor, *, what: str) -> None:
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an (N, 3, H, W) RGB {what}, got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"expected a float {what} in 0..1, got {image.dtype}")
+    height, width = image.shape[-2:]
+    if min(height, width) < _MIN_SIDE:
+        raise ImageError(
+            f"the {what} is {width}x{height} pixels; MicroAST needs at least {_MIN_SIDE}x{_MIN_SIDE}"
+        )
+
+
+def _tile_size(tile: int | None, batch: int, height: int, width: int) -> int:
+    """The tile side in full-resolution pixels (a multiple of 4); the whole image if it fits."""
+    if tile is None:
+        if batch * height * width <= AUTO_TILE_MAX_PIXELS:
+            return max(height, width)
+        tile = AUTO_TILE
+    if tile < 16 or tile % _MULTIPLE:
+        raise ValueError(f"tile must be a multiple of {_MULTIPLE} and at least 16, got {tile}")
+    return min(tile, max(height, width))
+
+
+def _quarter(t: _Tile) -> _Tile:
+    return _Tile(*(v // 4 for v in (t.y0, t.y1, t.x0, t.x1, t.hy0, t.hy1, t.hx0, t.hx1)))
+
+
+def _report(progress: ProgressCallback | None, stage: str, step: int, total: int) -> None:
+    if progress is not None:
+        progress(Progress(stage, step, total))
+
+
+def _normalised_weights(style_weights: Sequence[float] | None, count: int) -> torch.Tensor:
+    if style_weights is None:
+        return torch.full((count,), 1.0 / count)
+    weights = torch.tensor([float(v) for v in style_weights], dtype=torch.float32)
+    if weights.numel() != count:
+        raise ValueError(f"{weights.numel()} style weights for {count} styles")
+    if bool((weights < 0).any()) or float(weights.sum()) <= 0 or not bool(torch.isfinite(weights).all()):
+        raise ValueError("style weights must be non-negative and not all zero")
+    return weights / weights.sum()
+
+
+def _adain_coefficients(
+    stats: _RegionStats, style_mean: torch.Tensor, style_std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AdaIN as y = scale * x + shift per region: scale = std_s / std_c, shift = mean_s - scale * mean_c."""
+    mean, std = stats.mean_std()
+    scale = style_std / std
+    return scale, style_mean - scale * mean
+
+
+def _adain(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return torch.addcmul(_per_pixel(shift, weights), _per_pixel(scale, weights), x)
+
+
+def _shrink(image: torch.Tensor, longest: int) -> torch.Tensor:
+    """The image scaled down (antialiased) so its longer side is at most ``longest`` pixels."""
+    height, width = image.shape[-2:]
+    scale = longest / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(_MIN_SIDE, round(height * scale)), max(_MIN_SIDE, round(width * scale)))
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
+
+
+def _mask_weights(
+    mask: torch.Tensor,
+    count: int,
+    size: tuple[int, int],
+    padded: tuple[int, int],
+    device: torch.device,
+) -> torch.Tensor:
+    """A user's mask -> per-pixel style weights (N|1, K, H'/4, W'/4) that sum to 1."""
+    mask = mask.to(device)
+    if mask.dim() == 2 and not mask.is_floating_point():
+        labels = mask.long()
+        if bool((labels < 0).any()) or bool((labels >= count).any()):
+            raise ValueError(f"mask labels must be style indices 0..{count - 1}")
+        mask = F.one_hot(labels, count).permute(2, 0, 1).float()
+    elif mask.dim() == 2:
+        if count != 2:
+            raise ValueError("a float (H, W) mask needs exactly two styles; give (K, H, W) weights")
+        mask = torch.stack([1.0 - mask, mask])
+    if mask.dim() == 3:
+        mask = mask.unsqueeze(0)
+    if mask.dim() != 4 or mask.shape[1] != count:
+        raise ValueError(f"mask must have one channel per style ({count}), got shape {tuple(mask.shape)}")
+    if tuple(mask.shape[-2:]) != tuple(size):
+        raise ValueError(f"mask is {tuple(mask.shape[-2:])} but the photo is {tuple(size)}")
+    mask = mask.float()
+    if bool((mask < 0).any()) or not bool(torch.isfinite(mask).all()):
+        raise ValueError("mask weights must be finite and non-negative")
+    pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
+    if pad_h or pad_w:
+        mask = F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate")
+    # Area-average to the 1/4-resolution features: hard edges become soft over one feature pixel.
+    weights = F.avg_pool2d(mask, _MULTIPLE)
+    total = weights.sum(1, keepdim=True)
+    if bool((total <= 0).any()):
+        raise ValueError("the mask leaves some pixels without any style")
+    return weights / total
+
+
+def _read_state(path: Path, part: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelMissingError(
+            f"MicroAST {part} weights not found: {path} (run `atelier models download` to install them)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{path.name} is not a readable PyTorch weights file ({exc})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path.name} does not hold a state_dict of tensors")
+    return state
+
+
+def _load_part(module: nn.Module, path: Path, part: str) -> None:
+    state = _read_state(path, part)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "keys do not match")
+        if len(detail) > 160:
+            detail = detail[:157] + "..."
+        raise ModelError(f"{path.name} is not the MicroAST {part}: {detail}") from exc
+
+
+def load_microast(
+    *,
+    content_encoder: str | Path,
+    style_encoder: str | Path,
+    modulator: str | Path,
+    decoder: str | Path,
+    device: str | torch.device = "cpu",
+) -> MicroAST:
+    """Load the four official MicroAST state_dicts (``*_iter_160000.pth.tar``, legacy torch
+    serialization) into an engine on ``device``.
+
+    A missing file raises :class:`ModelMissingError`; a file of another layout (or the two
+    encoders swapped with another part) raises :class:`ModelError`.
+    """
+    engine = MicroAST()
+    _load_part(engine.content_encoder, Path(content_encoder), "content encoder")
+    _load_part(engine.style_encoder, Path(style_encoder), "style encoder")
+    _load_part(engine.modulator, Path(modulator), "modulator")
+    _load_part(engine.decoder, Path(decoder), "decoder")
+    log.debug("loaded MicroAST from %s", Path(decoder).parent)
+    return engine.eval().requires_grad_(False).to(device)
