@@ -41,15 +41,20 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
-from atelier.art.errors import ImageError, ModelError, ModelMissingError
-from atelier.art.padding import crop_to, pad_to_multiple
+from atelier.art.color import coral
+from atelier.art.errors import ArtError, ImageError, ModelError, ModelMissingError
+from atelier.art.images import to_pil, to_tensor
+from atelier.art.padding import pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
+
+ImageLike: TypeAlias = torch.Tensor | Image.Image
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +199,9 @@ class MicroASTContent:
 
 @dataclass(frozen=True, eq=False)
 class MicroASTStyle:
-    """Everything the decoder takes from one style image: vectors of 64 numbers each
-    (shaped (N, 64) when they describe a batch of photos, as ``MicroASTContent.own_style``).
+    """Everything the decoder takes from one style image: vectors of 64 numbers each, shaped
+    (64,) -- or (N, 64) when they are per photo of a batch (``MicroASTContent.own_style``, or a
+    style recoloured to each photo by ``encode_style(color_of=...)``).
 
     ``mean1``/``std1`` and ``mean2``/``std2`` are the AdaIN statistics of the style features s1
     and s2; ``weight1``/``bias1`` (from s1) and ``weight2``/``bias2`` (from s2) are the
@@ -217,12 +223,16 @@ class MicroASTStyle:
         return MicroASTStyle(*(getattr(self, name).to(device) for name in self._FIELDS))
 
 
-def _stack_styles(styles: Sequence[MicroASTStyle], device: torch.device) -> dict[str, torch.Tensor]:
-    """Each field as a (1, K, 64) tensor, K = number of styles."""
-    return {
-        name: torch.stack([getattr(s, name).reshape(CHANNELS) for s in styles]).unsqueeze(0).to(device)
-        for name in MicroASTStyle._FIELDS
-    }
+def _stack_styles(styles: Sequence[MicroASTStyle], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Each field as a (B, K, 64) tensor: K styles, B = 1 (shared) or the batch (per photo)."""
+    stacked = {}
+    for name in MicroASTStyle._FIELDS:
+        fields = [getattr(s, name).reshape(-1, CHANNELS).to(device) for s in styles]
+        rows = max(f.shape[0] for f in fields)
+        if any(f.shape[0] not in (1, batch) for f in fields) or rows not in (1, batch):
+            raise ArtError(f"a style was encoded for {rows} photos but the batch has {batch}")
+        stacked[name] = torch.stack([f.expand(rows, -1) for f in fields], dim=1)
+    return stacked
 
 
 def _own_signals(own: MicroASTStyle, device: torch.device) -> dict[str, torch.Tensor]:
@@ -423,8 +433,14 @@ class MicroAST(nn.Module):
             own = self._style_signals(_shrink(photo, OWN_STYLE_SIZE), tile=None)
         return MicroASTContent(features=c2, size=(int(size[0]), int(size[1])), own_style=own)
 
-    def encode_style(self, style: torch.Tensor, *, tile: int | None = None) -> MicroASTStyle:
+    def encode_style(
+        self, style: torch.Tensor, *, color_of: torch.Tensor | None = None, tile: int | None = None
+    ) -> MicroASTStyle:
         """Encode one painting (1, 3, h, w), RGB 0..1, into its statistics and modulations.
+
+        With ``color_of`` (photos, (N, 3, H, W)) the painting is first recoloured to each photo's
+        colours with :func:`atelier.art.color.coral` (the AdaIN reference's
+        ``--preserve_color``), giving signals per photo (fields (N, 64)).
 
         The painting is used at the size given (upstream's default); callers usually scale it to
         about 512 px on the short side first, as the AdaIN and MicroAST references do. Big
@@ -432,9 +448,15 @@ class MicroAST(nn.Module):
         """
         _check_batch(style, what="style image")
         if style.shape[0] != 1:
-            raise ValueError(f"encode_style takes one style image, got a batch of {style.shape[0]}")
+            raise ArtError(f"encode_style takes one style image, got a batch of {style.shape[0]}")
         with torch.inference_mode():
-            signals = self._style_signals(style.to(self.device, torch.float32), tile=tile)
+            image = style.to(self.device, torch.float32)
+            if color_of is not None:
+                _check_batch(color_of, what="photo")
+                image = coral(image, color_of.to(self.device, torch.float32))
+            signals = self._style_signals(image, tile=tile)
+        if color_of is not None:
+            return signals
         return MicroASTStyle(*(getattr(signals, name)[0] for name in MicroASTStyle._FIELDS))
 
     # ---- decoder ---------------------------------------------------------------------------
@@ -470,38 +492,47 @@ class MicroAST(nn.Module):
         reference's interpolation (a weighted sum of AdaIN outputs), since AdaIN is affine in
         the target mean and deviation.
 
-        ``mask`` gives spatial control, like the AdaIN reference's masks: style k paints where
-        the mask selects it. Accepted: an integer (H, W) map of style indices; a float (K, H, W)
-        or (N, K, H, W) map of non-negative weights (normalised per pixel); with two styles, a
-        float (H, W) map in 0..1 that is the weight of the second style. Both AdaIN layers take
-        the photo's statistics inside each region (weighted by the mask) and apply style k's
-        statistics there, and the filter modulations of the residual blocks become per-pixel
-        mixtures of the styles' w, b. ``style_weights`` cannot be combined with a mask.
+        ``mask`` gives spatial control with the same meaning as in :mod:`atelier.art.adain`
+        (the AdaIN reference's ``test.lua`` masks): the photo's H x W, values 0..1, shaped
+        (H, W), (1|N, 1, H, W) or (1|N, K, H, W):
+
+        * one channel and two styles: style 0 where the mask is 1, style 1 where it is 0;
+        * one channel and one style: the style where the mask is 1, the photo kept elsewhere;
+        * K channels for K styles: per-pixel weights; where they sum to less than 1 the rest is
+          the photo, where they sum to more they are normalised.
+
+        "The photo" is MicroAST's reconstruction of it (its own signals, as at alpha=0). Both
+        AdaIN layers take the photo's statistics inside each region (weighted by the mask, at
+        the 1/4-resolution feature grid) and apply that region's style statistics there, and
+        the filter modulations of the residual blocks become per-pixel mixtures of the regions'
+        w, b. ``style_weights`` cannot be combined with a mask; ``alpha`` applies on top.
 
         ``tile`` as in :meth:`encode_content`; it changes memory, not the result.
         """
         styles = list(styles)
         if not styles:
-            raise ValueError("decode needs at least one style")
+            raise ArtError("give at least one style")
         if not all(isinstance(s, MicroASTStyle) for s in styles):
             raise TypeError("styles must come from MicroAST.encode_style")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+            raise ArtError(f"alpha (the strength of the style) must be between 0 and 1, got {alpha}")
         if mask is not None and style_weights is not None:
-            raise ValueError("give style_weights or a mask, not both")
+            raise ArtError("give either style weights or a mask, not both")
         with torch.inference_mode():
             features = content.features.to(self.device)
             n, _, h, w = features.shape
-            signals = _stack_styles(styles, self.device)  # (1, K, 64)
+            signals = _stack_styles(styles, n, self.device)  # (1|N, K, 64)
+            own = _own_signals(content.own_style, self.device)  # (N, 1, 64)
             weights: torch.Tensor | None = None
-            if mask is not None:
-                weights = _mask_weights(mask, len(styles), content.size, (h * 4, w * 4), self.device)
-            else:
+            if mask is None:
                 mix = _normalised_weights(style_weights, len(styles)).to(self.device)
-                signals = {k: torch.einsum("k,nkc->nc", mix, v).unsqueeze(1) for k, v in signals.items()}
+                signals = {k: torch.einsum("k,bkc->bc", mix, v).unsqueeze(1) for k, v in signals.items()}
+            else:
+                weights, keeps_photo = _mask_weights(mask, len(styles), content.size, (h * 4, w * 4), self.device)
+                if keeps_photo:  # one more region, painted with the photo's own signals
+                    signals = {k: torch.cat([v.expand(n, -1, -1), own[k]], dim=1) for k, v in signals.items()}
             if alpha < 1.0:
-                own = _own_signals(content.own_style, self.device)  # (N, 1, 64)
-                signals = {k: torch.lerp(own[k], v, alpha) for k, v in signals.items()}  # (N, K, 64)
+                signals = {k: torch.lerp(own[k], v, alpha) for k, v in signals.items()}  # (N, R, 64)
             regions = signals["mean1"].shape[1]
 
             step = _tile_size(tile, n, h * 4, w * 4) // 4
@@ -555,36 +586,44 @@ class MicroAST(nn.Module):
 
     def stylize(
         self,
-        content: torch.Tensor,
-        styles: torch.Tensor | Sequence[torch.Tensor],
+        content: ImageLike,
+        styles: ImageLike | Sequence[ImageLike],
         *,
         style_weights: Sequence[float] | None = None,
         alpha: float = 1.0,
         preserve_color: bool = False,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | Image.Image | None = None,
         progress: ProgressCallback | None = None,
         tile: int | None = None,
-    ) -> torch.Tensor:
-        """Encode and decode in one call: photos (N, 3, H, W) and style images ((1, 3, h, w)
-        each, or one such tensor), RGB 0..1 -> (N, 3, H, W) in 0..1 on the photos' device.
+    ) -> ImageLike:
+        """Encode, encode, decode: for callers that do not cache.
 
-        ``preserve_color`` keeps the photo's colours: each style image is first colour-matched
-        to the photo (as the AdaIN reference does); with a batch, per photo.
+        ``content`` is a PIL image or an (N, 3, H, W) tensor in 0..1 and the result is of the same
+        kind (tensors come back on the content's device). ``styles`` is one picture or a list
+        (PIL or (1, 3, h, w)). ``preserve_color`` recolours each style to the photo's colours
+        (CORAL) before encoding, per photo of a batch. A PIL ``mask`` gives weights by its grey
+        levels. The other options are :meth:`decode`'s.
         """
-        style_images = [styles] if isinstance(styles, torch.Tensor) else list(styles)
-        if not style_images:
-            raise ValueError("stylize needs at least one style image")
-        options = {"style_weights": style_weights, "alpha": alpha, "mask": mask, "progress": progress, "tile": tile}
-        if preserve_color:
-            return self._stylize_preserving_color(content, style_images, **options)
-        encoded = self.encode_content(content, tile=tile, progress=progress)
-        style_signals = [self.encode_style(s) for s in style_images]
-        return self.decode(encoded, style_signals, **options).to(content.device)
-
-    def _stylize_preserving_color(
-        self, content: torch.Tensor, style_images: list[torch.Tensor], **options: Any
-    ) -> torch.Tensor:
-        raise NotImplementedError("preserve_color needs atelier.art.color.coral, not written yet")
+        was_pil = isinstance(content, Image.Image)
+        photo = to_tensor(content) if was_pil else content
+        style_list = [styles] if isinstance(styles, (torch.Tensor, Image.Image)) else list(styles)
+        if not style_list:
+            raise ArtError("give at least one style")
+        style_images = [to_tensor(s) if isinstance(s, Image.Image) else s for s in style_list]
+        if isinstance(mask, Image.Image):
+            mask = to_tensor(mask.convert("L").convert("RGB"))[:, :1]
+        encoded = self.encode_content(photo, tile=tile, progress=progress)
+        signals = [self.encode_style(s, color_of=photo if preserve_color else None) for s in style_images]
+        out = self.decode(
+            encoded,
+            signals,
+            style_weights=style_weights,
+            alpha=alpha,
+            mask=mask,
+            progress=progress,
+            tile=tile,
+        )
+        return to_pil(out) if was_pil else out.to(photo.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,9 +632,9 @@ class MicroAST(nn.Module):
 
 def _check_batch(image: torch.Tensor, *, what: str) -> None:
     if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected an (N, 3, H, W) RGB {what}, got shape {tuple(image.shape)}")
+        raise ImageError(f"the {what} must be RGB, shaped (N, 3, H, W); got {tuple(image.shape)}")
     if not image.is_floating_point():
-        raise ValueError(f"expected a float {what} in 0..1, got {image.dtype}")
+        raise ImageError(f"the {what} must be a float tensor in 0..1, got {image.dtype}")
     height, width = image.shape[-2:]
     if min(height, width) < _MIN_SIDE:
         raise ImageError(
@@ -610,7 +649,7 @@ def _tile_size(tile: int | None, batch: int, height: int, width: int) -> int:
             return max(height, width)
         tile = AUTO_TILE
     if tile < 16 or tile % _MULTIPLE:
-        raise ValueError(f"tile must be a multiple of {_MULTIPLE} and at least 16, got {tile}")
+        raise ArtError(f"tile must be a multiple of {_MULTIPLE} and at least 16, got {tile}")
     return min(tile, max(height, width))
 
 
@@ -628,9 +667,9 @@ def _normalised_weights(style_weights: Sequence[float] | None, count: int) -> to
         return torch.full((count,), 1.0 / count)
     weights = torch.tensor([float(v) for v in style_weights], dtype=torch.float32)
     if weights.numel() != count:
-        raise ValueError(f"{weights.numel()} style weights for {count} styles")
-    if bool((weights < 0).any()) or float(weights.sum()) <= 0 or not bool(torch.isfinite(weights).all()):
-        raise ValueError("style weights must be non-negative and not all zero")
+        raise ArtError(f"give one weight per style: {weights.numel()} weights for {count} styles")
+    if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()) or float(weights.sum()) <= 0:
+        raise ArtError("style weights must be zero or more, and not all zero")
     return weights / weights.sum()
 
 
@@ -663,36 +702,40 @@ def _mask_weights(
     size: tuple[int, int],
     padded: tuple[int, int],
     device: torch.device,
-) -> torch.Tensor:
-    """A user's mask -> per-pixel style weights (N|1, K, H'/4, W'/4) that sum to 1."""
-    mask = mask.to(device)
-    if mask.dim() == 2 and not mask.is_floating_point():
-        labels = mask.long()
-        if bool((labels < 0).any()) or bool((labels >= count).any()):
-            raise ValueError(f"mask labels must be style indices 0..{count - 1}")
-        mask = F.one_hot(labels, count).permute(2, 0, 1).float()
-    elif mask.dim() == 2:
-        if count != 2:
-            raise ValueError("a float (H, W) mask needs exactly two styles; give (K, H, W) weights")
-        mask = torch.stack([1.0 - mask, mask])
-    if mask.dim() == 3:
-        mask = mask.unsqueeze(0)
-    if mask.dim() != 4 or mask.shape[1] != count:
-        raise ValueError(f"mask must have one channel per style ({count}), got shape {tuple(mask.shape)}")
+) -> tuple[torch.Tensor, bool]:
+    """A user's mask -> per-region weights (1|N, R, H'/4, W'/4) and whether the last region is
+    "keep the photo" (R = K + 1) -- the rules of :mod:`atelier.art.adain`'s masks."""
+    if mask.dim() == 2:
+        mask = mask[None, None]
+    elif mask.dim() == 3:
+        mask = mask[None]
+    if mask.dim() != 4:
+        raise ArtError(f"the mask must be (H, W) or (N, K, H, W), got {tuple(mask.shape)}")
     if tuple(mask.shape[-2:]) != tuple(size):
-        raise ValueError(f"mask is {tuple(mask.shape[-2:])} but the photo is {tuple(size)}")
-    mask = mask.float()
-    if bool((mask < 0).any()) or not bool(torch.isfinite(mask).all()):
-        raise ValueError("mask weights must be finite and non-negative")
+        raise ArtError(
+            f"the mask is {mask.shape[-1]}x{mask.shape[-2]} px but the photo is "
+            f"{size[1]}x{size[0]} px; they must be the same size"
+        )
+    channels = mask.shape[1]
+    if channels == 1 and count > 2:
+        raise ArtError(f"a one-channel mask takes one or two styles, got {count}")
+    if channels != 1 and channels != count:
+        raise ArtError(f"the mask has {channels} channels for {count} styles; give one per style")
+    mask = mask.to(device=device, dtype=torch.float32).nan_to_num(0.0).clamp(0.0, 1.0)
     pad_h, pad_w = padded[0] - size[0], padded[1] - size[1]
     if pad_h or pad_w:
         mask = F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate")
-    # Area-average to the 1/4-resolution features: hard edges become soft over one feature pixel.
+    # Area-average each 4x4 cell of the 1/4-resolution features: the share of the cell the mask
+    # covers (a hard edge that does not fall on the cell grid becomes a one-cell soft seam).
     weights = F.avg_pool2d(mask, _MULTIPLE)
-    total = weights.sum(1, keepdim=True)
-    if bool((total <= 0).any()):
-        raise ValueError("the mask leaves some pixels without any style")
-    return weights / total
+    if channels == 1 and count == 2:
+        return torch.cat([weights, 1.0 - weights], dim=1), False
+    total = weights.sum(dim=1, keepdim=True)
+    weights = weights / total.clamp_min(1.0)
+    rest = (1.0 - total).clamp_min(0.0)
+    if bool((rest > 0).any()):
+        return torch.cat([weights, rest], dim=1), True
+    return weights, False
 
 
 def _read_state(path: Path, part: str) -> dict[str, torch.Tensor]:
