@@ -94,6 +94,110 @@ class Settings(BaseSettings):
         "kept before `atelier reconcile --fix` deletes them.",
     )
 
+    # --- service -----------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address `atelier serve` listens on (0.0.0.0 for every interface). "
+        "`--host` overrides it.",
+    )
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="Port `atelier serve` listens on; `--port` overrides it."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address users reach the web app at, e.g. https://atelier.example.com: "
+        "mailed links and local storage links start with it. Default: http://<host>:<port> of "
+        "`atelier serve` (localhost when it listens on every interface).",
+    )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        description="Job workers (threads) that `atelier serve` runs inside the server to paint "
+        "commissions and videos; 0 runs none there, for a setup with `atelier worker` processes "
+        "on other machines. `--workers` overrides it.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Secret that signs links to locally stored images and the operator's "
+        "session. Default: a random key made at first start and kept in <data dir>/secret.key. "
+        "Every web process behind one load balancer needs the same one.",
+    )
+    styles_dir: Path | None = Field(
+        default=None,
+        description="Folder of the hand-picked style catalog (one TOML file and its painting per "
+        "style). Default: <data dir>/styles; the styles that ship with Atelier are always there.",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="Mail server: smtp://[user:password@]host:port, or smtps://... for TLS from "
+        "the first byte (port 465). Unset: mails are written to <data dir>/outbox as .eml files "
+        "and their links logged.",
+    )
+    smtp_starttls: bool = Field(
+        default=False,
+        description="Upgrade smtp:// connections with STARTTLS before logging in (port 587); "
+        "refuse to send if the server does not offer it.",
+    )
+    smtp_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the mail server before a send is retried later."
+    )
+    mail_from: str = Field(
+        default="Atelier <atelier@localhost>",
+        description="Sender of every mail, e.g. 'Atelier <hello@example.com>'.",
+    )
+    mail_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Sends of one mail before it is given up (kept in the outbox table as dead, "
+        "shown in /admin); retries back off from 30 s to an hour.",
+    )
+    preview_max_size: int = Field(
+        default=512,
+        ge=32,
+        description="Longest side, in pixels, of a commission's watermarked preview. Recipes "
+        "painted larger are scaled down to it, their passes with them, so that a laptop demo "
+        "finishes in about a minute.",
+    )
+    admin_token: str | None = Field(
+        default=None,
+        description="Password of the operator view at /admin (queue, artworks, workers, "
+        "failures). Unset: /admin does not exist. Use 32+ random characters.",
+    )
+    instant_max_size: int = Field(
+        default=1024,
+        ge=64,
+        description="Largest longest side, in pixels, the instant API paints (the `size` of "
+        "/api/v1/stylize is capped to it; bigger photos are scaled down).",
+    )
+    instant_batch_window_ms: float = Field(
+        default=15.0,
+        ge=0,
+        description="How long the instant API waits for other requests to paint together with "
+        "the first (micro-batching), in milliseconds; 0 paints each request alone.",
+    )
+    instant_batch_max: int = Field(
+        default=8,
+        ge=1,
+        description="Most requests painted together in one batch by the instant API.",
+    )
+    instant_cache_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Memory, in MiB, for the instant API's cache of photos and their encoded "
+        "features (re-picking a style for a cached photo costs only the decoder).",
+    )
+    style_cache_size: int = Field(
+        default=256,
+        ge=0,
+        description="Encoded styles (a few KiB each) the instant API keeps, by style name or "
+        "by the hash of an uploaded painting.",
+    )
+    max_video_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        gt=0,
+        description="Largest video file accepted by POST /api/v1/videos, in bytes.",
+    )
+
     @model_validator(mode="after")
     def _derive_dirs(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
@@ -105,6 +209,7 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'atelier.db'}"
         if self.storage_url is None:
             self.storage_url = (self.data_dir / "blobs").as_uri()
+        self.styles_dir = (self.styles_dir or self.data_dir / "styles").expanduser()
         return self
 
     @property
@@ -112,6 +217,12 @@ class Settings(BaseSettings):
         """The models folder, always set after validation."""
         assert self.models_dir is not None
         return self.models_dir
+
+    @property
+    def styles_path(self) -> Path:
+        """The style catalog folder, always set after validation."""
+        assert self.styles_dir is not None
+        return self.styles_dir
 
 
 @lru_cache(maxsize=1)

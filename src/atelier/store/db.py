@@ -144,6 +144,11 @@ class Artwork(Base):
     __tablename__ = "artworks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Added by the service (migration 0002): the id the API and the status page use, random so
+    # that nobody can walk through other people's commissions by counting; and the artwork's
+    # current job, for its progress and its place in the queue.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    job_id: Mapped[int | None] = mapped_column(Integer)
     owner_email: Mapped[str] = mapped_column(String(320), index=True)
     locale: Mapped[str] = mapped_column(String(16))
     style: Mapped[str] = mapped_column(String(100))

@@ -1,0 +1,97 @@
+"""Refusals as HTTP answers: one JSON shape for the API, ``{"error": {"code", "message"}}``.
+
+The messages come from the typed errors of the lower layers, which are written for the person
+who sent the request; unexpected exceptions answer 500 with a generic message (the details go to
+the log, not to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from atelier.art.errors import ArtError, ImageError, ModelMissingError
+from atelier.art.images import FileTooLargeError, ImageTooLargeError
+from atelier.store.errors import PolicyError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A refusal with its status, code and message, raised by the routes."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and error code for one of the product's typed errors."""
+    from atelier.service.instant import BusyError
+    from atelier.service.uploads import UploadNotFoundError
+
+    if isinstance(exc, UploadNotFoundError):
+        return 404, "not_found"
+    if isinstance(exc, (FileTooLargeError, ImageTooLargeError)):
+        return 413, "too_large"
+    if isinstance(exc, ModelMissingError):
+        return 503, "weights_missing"
+    if isinstance(exc, BusyError):
+        return 503, "busy"
+    if isinstance(exc, ImageError):
+        return 422, "bad_image"
+    if isinstance(exc, PolicyError):
+        return 403, "upload_refused"
+    return 422, "refused"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ArtError)
+    async def _art_error(_request: Request, exc: ArtError) -> JSONResponse:
+        status, code = status_of(exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        if status >= 500:
+            log.warning("refused with %s: %s", status, exc)
+        return JSONResponse(error_body(code, str(exc)), status_code=status, headers=headers)
+
+    @app.exception_handler(PolicyError)
+    async def _policy_error(_request: Request, exc: PolicyError) -> JSONResponse:
+        return JSONResponse(error_body("upload_refused", str(exc)), status_code=403)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        log.error("store error: %s", exc)
+        return JSONResponse(error_body("store_error", "storage is not available right now; try again"), status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = []
+        for problem in exc.errors():
+            where = ".".join(str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path"))
+            fields.append({"field": where, "message": problem.get("msg", "invalid")})
+        message = "; ".join(f"{f['field']}: {f['message']}" if f["field"] else f["message"] for f in fields)
+        return JSONResponse(error_body("invalid_request", message or "invalid request", fields=fields), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 401: "unauthorized", 403: "forbidden"}
+        message = exc.detail if isinstance(exc.detail, str) else "refused"
+        return JSONResponse(error_body(codes.get(exc.status_code, "error"), message), status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -1,0 +1,246 @@
+"""The instant JSON API: uploads (through the app or presigned), stylize, styles."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from atelier.art.images import encode_image
+from atelier.service.context import Services
+from atelier.service.instant import StylizeResult, photo_ref, style_ref
+from atelier.service.uploads import (
+    KINDS,
+    confirm_upload,
+    get_upload,
+    presign_upload,
+    store_upload,
+)
+from atelier.web.deps import read_file, services_of, wants_locale
+from atelier.web.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["instant"])
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+ImageFormat = Literal["jpeg", "png", "webp"]
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+class UploadOut(BaseModel):
+    id: str = Field(description="Refer to the file by this id (content_id, style_id).")
+    kind: str
+    content_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+
+
+class PresignIn(BaseModel):
+    content_type: str = Field(description="The file's type, e.g. image/jpeg or video/mp4.")
+    kind: Literal["content", "style", "video"] = "content"
+
+
+class PresignOut(BaseModel):
+    id: str
+    url: str = Field(description="POST the form here: every field of `fields`, then the file as `file`.")
+    fields: dict[str, str]
+    max_bytes: int
+    expires_at: str
+    confirm_url: str = Field(description="POST here once the upload is done.")
+
+
+@router.post("/uploads", status_code=201, response_model=UploadOut, summary="Keep a photo, painting or clip")
+def upload(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="The photo (or painting, or clip).")],
+    kind: Annotated[Literal["content", "style", "video"], Form()] = "content",
+) -> dict[str, object]:
+    """Keep a file so that styles can be re-picked without sending it again."""
+    limit = services.settings.max_video_bytes if kind == "video" else services.settings.max_upload_bytes
+    data = read_file(file, limit, what="video" if kind == "video" else "image")
+    info, _ = store_upload(services, data, kind=kind, temporary=True)
+    return info.public()
+
+
+@router.post("/uploads/presign", status_code=201, response_model=PresignOut, summary="Upload straight to storage")
+def presign(services: ServicesDep, body: PresignIn) -> dict[str, object]:
+    """A presigned POST for a direct browser upload to the blob store (S3, or this app's own
+    /blobs for local storage); confirm it afterwards."""
+    if body.kind not in KINDS:
+        raise ApiError(422, "invalid_request", f"kind must be one of {', '.join(KINDS)}")
+    return presign_upload(services, content_type=body.content_type, kind=body.kind).public()
+
+
+@router.post("/uploads/{upload_id}/confirm", response_model=UploadOut, summary="Check a direct upload")
+def confirm(services: ServicesDep, upload_id: str) -> dict[str, object]:
+    """Check the file a browser uploaded with a presigned POST, as if it had come through the app."""
+    return confirm_upload(services, upload_id).public()
+
+
+def _stylize(
+    services: Services,
+    *,
+    content: bytes | None,
+    content_id: str | None,
+    style: bytes | None,
+    style_name: str | None,
+    style_id: str | None,
+    engine: str,
+    alpha: float,
+    size: int | None,
+    preserve_color: bool,
+    fmt: str,
+) -> Response:
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if (content is None) == (content_id is None):
+        raise ApiError(422, "invalid_request", "send either the photo (content) or the id of an upload (content_id)")
+    if sum(x is not None for x in (style, style_name, style_id)) != 1:
+        raise ApiError(422, "invalid_request", "send exactly one of style (a painting), style_name or style_id")
+    if content is not None:
+        upload_info, image = store_upload(services, content, kind="content", temporary=True)
+        headers["X-Content-Id"] = upload_info.id
+    else:
+        assert content_id is not None
+        upload_info, image = get_upload(services, content_id), None
+    photo = photo_ref(services, upload_info, image)
+    if style is not None:
+        style_upload, style_image = store_upload(services, style, kind="style", temporary=True)
+        headers["X-Style-Id"] = style_upload.id
+        chosen = style_ref(services, upload=style_upload, image=style_image)
+    elif style_id is not None:
+        chosen = style_ref(services, upload=get_upload(services, style_id))
+    else:
+        chosen = style_ref(services, name=style_name)
+    result: StylizeResult = services.instant.stylize(
+        photo, chosen, engine=engine, alpha=alpha, size=size, preserve_color=preserve_color
+    )
+    data = encode_image(result.image, format=fmt, quality=90)
+    headers.update(
+        {
+            "X-Stylize-Ms": f"{result.seconds * 1000:.1f}",
+            "X-Batch-Size": str(result.batch_size),
+            "X-Content-Cached": "1" if result.content_cached else "0",
+            "X-Image-Size": f"{result.image.width}x{result.image.height}",
+        }
+    )
+    return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+_IMAGE_RESPONSE = {200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}, "description": "The painted picture."}}
+
+
+@router.post("/stylize", response_class=Response, responses=_IMAGE_RESPONSE, summary="Paint a photo in a style")
+def stylize(
+    services: ServicesDep,
+    content: Annotated[UploadFile | None, File(description="The photo (or give content_id).")] = None,
+    content_id: Annotated[str | None, Form(description="The id of an uploaded photo.")] = None,
+    style: Annotated[UploadFile | None, File(description="Your own painting as the style.")] = None,
+    style_name: Annotated[str | None, Form(description="A filter or catalog style (GET /api/v1/styles).")] = None,
+    style_id: Annotated[str | None, Form(description="The id of an uploaded painting.")] = None,
+    engine: Annotated[Literal["microast", "adain"], Form(description="Engine for paintings (filters have their own).")] = "microast",
+    alpha: Annotated[float, Form(ge=0.0, le=1.0, description="Strength: 1 the full style, 0 the photo.")] = 1.0,
+    size: Annotated[int | None, Form(ge=8, description="Longest side of the result (capped by the server).")] = None,
+    preserve_color: Annotated[bool, Form(description="Keep the photo's colours.")] = False,
+    format: Annotated[ImageFormat, Form(description="jpeg, png or webp.")] = "jpeg",
+) -> Response:
+    """The photo painted in the style, as image bytes. The answer's ``X-Content-Id`` header names
+    the stored photo: pass it as ``content_id`` to re-pick a style without sending it again."""
+    limit = services.settings.max_upload_bytes
+    return _stylize(
+        services,
+        content=read_file(content, limit, what="photo") if content is not None else None,
+        content_id=content_id or None,
+        style=read_file(style, limit, what="painting") if style is not None else None,
+        style_name=style_name or None,
+        style_id=style_id or None,
+        engine=engine,
+        alpha=alpha,
+        size=size,
+        preserve_color=preserve_color,
+        fmt=format,
+    )
+
+
+@router.get("/stylize", response_class=Response, responses=_IMAGE_RESPONSE, summary="Paint an uploaded photo")
+def stylize_get(
+    services: ServicesDep,
+    content_id: Annotated[str, Query(description="The id of an uploaded photo.")],
+    style_name: Annotated[str | None, Query()] = None,
+    style_id: Annotated[str | None, Query()] = None,
+    engine: Annotated[Literal["microast", "adain"], Query()] = "microast",
+    alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 1.0,
+    size: Annotated[int | None, Query(ge=8)] = None,
+    preserve_color: Annotated[bool, Query()] = False,
+    format: Annotated[ImageFormat, Query()] = "jpeg",
+) -> Response:
+    """The same as POST, for an uploaded photo, as a link (an ``<img src>`` works without script)."""
+    return _stylize(
+        services,
+        content=None,
+        content_id=content_id,
+        style=None,
+        style_name=style_name or None,
+        style_id=style_id or None,
+        engine=engine,
+        alpha=alpha,
+        size=size,
+        preserve_color=preserve_color,
+        fmt=format,
+    )
+
+
+class StyleOut(BaseModel):
+    name: str
+    kind: Literal["filter", "painting"]
+    title: str
+    artist: str | None
+    thumbnail_url: str
+    commission: bool = Field(description="Can be ordered as a commission.")
+
+
+class StylesOut(BaseModel):
+    locale: str
+    styles: list[StyleOut]
+
+
+@router.get("/styles", response_model=StylesOut, summary="The styles to pick from")
+def styles(services: ServicesDep, request: Request, locale: str | None = None) -> dict[str, object]:
+    """Filters and catalog styles, with names in the request's language (``locale`` or
+    Accept-Language) and thumbnail links."""
+    lang = wants_locale(request, locale)
+    return {
+        "locale": lang,
+        "styles": [
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "title": entry.title(lang),
+                "artist": entry.artist,
+                "thumbnail_url": f"/api/v1/styles/{entry.name}/thumbnail.jpg",
+                "commission": entry.commission,
+            }
+            for entry in services.catalog.entries()
+        ],
+    }
+
+
+@router.get("/styles/{name}/thumbnail.jpg", response_class=Response, summary="A style's thumbnail")
+async def thumbnail(services: ServicesDep, name: str) -> Response:
+    if services.catalog.get(name) is None:
+        raise ApiError(404, "not_found", f"unknown style {name!r}")
+
+    def paint(scene, filter_name):  # type: ignore[no-untyped-def]
+        from atelier.art.images import to_pil, to_tensor
+
+        net = services.loader.filter(filter_name)
+        return to_pil(net.stylize(to_tensor(scene).to(services.loader.device)))
+
+    data = await run_in_threadpool(services.catalog.thumbnail, name, paint_filter=paint)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
