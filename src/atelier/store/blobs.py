@@ -420,7 +420,7 @@ class LocalBlobStore(BlobStore):
             return False
         if expires_at < time.time():
             return False
-        expected = self._sign(f"GET\n{key}\n{expires_at}\n{unquote(filename or '')}")
+        expected = self._sign(f"GET\n{key}\n{expires_at}\n{filename or ''}")
         return hmac.compare_digest(expected, signature)
 
     def presigned_post(
