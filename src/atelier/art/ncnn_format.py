@@ -572,38 +572,80 @@ class NcnnNet(nn.Module):
 
     # -- shape arithmetic ----------------------------------------------------------------------
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The output's (H, W) for an input of (height, width), by shape arithmetic alone.
+
+        Raises :class:`ModelError` when that input does not fit the graph (too small, or a
+        skip connection whose sides do not line up).
+        """
+        sizes: dict[str, tuple[int, int] | None] = {}
+        for layer in self.layers:
+            if layer.type == "Input":
+                sizes[layer.outputs[0]] = (height, width)
+                continue
+            ins = [sizes[name] for name in layer.inputs]
+            size = ins[0]
+            if layer.type in ("Convolution", "Deconvolution") and size is not None:
+                kw = layer.int(1, 0)
+                kh = layer.int(11, kw)
+                dw = layer.int(2, 1)
+                dh = layer.int(12, dw)
+                sw = layer.int(3, 1)
+                sh = layer.int(13, sw)
+                left, right, top, bottom = _pads(layer)
+                if layer.type == "Convolution":
+                    size = (
+                        (size[0] + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                        (size[1] + left + right - dw * (kw - 1) - 1) // sw + 1,
+                    )
+                else:
+                    size = (
+                        (size[0] - 1) * sh + dh * (kh - 1) + 1 - top - bottom,
+                        (size[1] - 1) * sw + dw * (kw - 1) + 1 - left - right,
+                    )
+            elif layer.type == "Crop" and size is not None and ins[1] is not None:
+                top, left = layer.int(1, 0), layer.int(0, 0)
+                if top + ins[1][0] > size[0] or left + ins[1][1] > size[1]:
+                    raise ModelError(f"input {width}x{height} does not fit the graph (at {layer.name!r})")
+                size = ins[1]
+            elif layer.type == "Eltwise" and any(other != size for other in ins):
+                raise ModelError(f"input {width}x{height} does not fit the graph (at {layer.name!r})")
+            elif layer.type in ("Pooling", "InnerProduct"):
+                size = None
+            if size is not None and min(size) < 1:
+                raise ModelError(f"input {width}x{height} is too small for the graph (at {layer.name!r})")
+            for name in layer.outputs:
+                sizes[name] = size
+        out = sizes[self.output_blob]
+        if out is None:
+            raise ModelError("the ncnn graph does not produce an image")
+        return out
+
     def geometry(self) -> tuple[int, int, int]:
-        """(scale, shrink, alignment) of this fully convolutional graph, found by tracing it.
+        """(scale, shrink, alignment) of this fully convolutional graph, from its shapes.
 
         An input of side n (a multiple of ``alignment``) gives an output of side
         ``scale * n - 2 * shrink``: pad the input by ``shrink / scale`` on every side to get
-        exactly ``scale`` times its size back. ``alignment`` is the product of strides the
-        deepest blob sits behind; inputs must be multiples of it for the skips to line up.
+        exactly ``scale`` times its size back. ``alignment`` is the largest stride (in input
+        pixels) a blob sits behind; sides must be multiples of it for the skips to line up.
         """
-        device = next((b.device for b in self.buffers()), torch.device("cpu"))
         align = 1
         steps: dict[str, Fraction] = {self.input_blob: Fraction(1)}
         for layer in self.layers:
-            if layer.type == "Input" or layer.inputs[0] not in steps:
+            if layer.type in ("Input", "Pooling", "InnerProduct") or layer.inputs[0] not in steps:
                 continue
             step = steps[layer.inputs[0]]
             if layer.type == "Convolution":
                 step *= layer.int(3, 1)
             elif layer.type == "Deconvolution":
                 step /= layer.int(3, 1)
-            elif layer.type == "Pooling":
-                continue
             for name in layer.outputs:
                 steps[name] = step
             align = max(align, math.ceil(step))
-        channels = next(layer.int(2, 3) for layer in self.layers if layer.type == "Input")
-        sides = []
-        for n in (64 * align, 65 * align):
-            probe = torch.zeros(1, channels, n, n, device=device)
-            sides.append((n, self(probe).shape[-1]))
-        (n1, o1), (n2, o2) = sides
+        n1, n2 = 64 * align, 65 * align
+        o1, o2 = self.output_size(n1, n1)[1], self.output_size(n2, n2)[1]
         scale = Fraction(o2 - o1, n2 - n1)
-        if scale.denominator != 1:
+        if scale.denominator != 1 or scale < 1:
             raise ModelError("the ncnn graph does not scale its input by a whole factor")
         shrink = Fraction(int(scale) * n1 - o1, 2)
         if shrink.denominator != 1:

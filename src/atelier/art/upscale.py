@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 from atelier.art.errors import ImageError, ModelError, ModelMissingError
+from atelier.art.models import require
 from atelier.art.ncnn_format import NcnnNet, PooledSum, TileCore, load_ncnn
 from atelier.art.progress import Progress, ProgressCallback
 
@@ -49,6 +50,13 @@ MODEL_FOLDERS: dict[str, str] = {
 }
 MODELS: tuple[str, ...] = tuple(MODEL_FOLDERS)
 NOISE_LEVELS: tuple[int, ...] = (-1, 0, 1, 2, 3)
+
+#: The denoise level used when none is given: 2, the level picmatix upscaled its paintings with.
+#: What gets upscaled here is either a JPEG upload or a painted optimisation result with
+#: high-frequency grain; level 2 removes both, and on a clean picture it costs 0.5 dB
+#: (upconv_7_photo on butterfly: 32.0 dB without denoise, 31.5 with; MODELS.md section 3),
+#: which is invisible, whereas -1 faithfully doubles every artefact.
+DEFAULT_NOISE = 2
 
 #: Default tile side (input pixels) per model: big enough that the context margin costs little
 #: (upconv_7: +5 % work at 512), small enough that one tile's activations stay near 0.5 GB.
@@ -78,22 +86,16 @@ def model_stem(*, noise: int = -1, scale: int = 2) -> str:
 def model_files(model: str, *, noise: int = -1, scale: int = 2, models_dir: Path) -> tuple[Path, Path]:
     """The ``.param`` and ``.bin`` of a model choice under ``<models_dir>/waifu2x/``.
 
-    Refuses with :class:`ModelMissingError` (naming the command that installs them) when absent.
+    Goes through the model registry, which refuses with :class:`ModelMissingError` (naming
+    the command that installs them) when the model's files are not all there.
     """
     if model not in MODEL_FOLDERS:
         raise ModelError(f"unknown waifu2x model {model!r}: choose one of {', '.join(MODELS)}")
     stem = model_stem(noise=noise, scale=scale)
     if scale == 1 and model != "cunet":
         raise ModelError(f"only cunet has 1x denoise models, not {model}")
-    folder = Path(models_dir) / "waifu2x" / MODEL_FOLDERS[model]
-    param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
-    for path in (param, weights):
-        if not path.is_file():
-            raise ModelMissingError(
-                f"waifu2x weights not installed: {path} is missing; "
-                f"run `atelier models download {registry_name(model)}`"
-            )
-    return param, weights
+    paths = require(registry_name(model), models_dir=Path(models_dir))
+    return paths[f"{stem}.param"], paths[f"{stem}.bin"]
 
 
 def load_waifu2x(*, param: Path, bin: Path, device: str | torch.device = "cpu") -> NcnnNet:
@@ -324,14 +326,15 @@ class Upscaler:
 
 
 class _Counter:
+    """Numbers the tiles of all passes as one run, so a progress bar only ever moves forward."""
+
     def __init__(self, total: int, progress: ProgressCallback | None, tiles: int) -> None:
         self.total, self.progress, self.tiles, self.step = total, progress, tiles, 0
 
     def tick(self, stage: str) -> None:
         self.step += 1
         if self.progress is not None:
-            self.progress(Progress(stage="upscale", step=self.step, total=self.total,
-                                   extra={"pass": stage, "tiles": self.tiles}))
+            self.progress(Progress(stage=stage, step=self.step, total=self.total, extra={"tiles": self.tiles}))
 
 
 def upscale(

@@ -73,7 +73,9 @@ def _register() -> None:
     from atelier.cli import models as _models  # noqa: F401
     from atelier.cli import bench as _bench  # noqa: F401
     from atelier.cli import render as _render  # noqa: F401
+    from atelier.cli import serve as _serve  # noqa: F401
     from atelier.cli import store as _store  # noqa: F401
+    from atelier.cli import upscale as _upscale  # noqa: F401
 
 
 def main() -> None:
