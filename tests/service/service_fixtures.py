@@ -42,3 +42,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def install_test_style(services: Any, style_dir: Path) -> Any:
+    """Give ``services`` a catalog with the filters and one commissionable painting (The Starry
+    Night) and return its entry. Until the style catalog is wired in, this is what lets the
+    commission path be tested."""
+    from atelier.service.catalog import Catalog, StyleEntry, _filter_entries
+
+    entry = StyleEntry(
+        name="starry-night",
+        kind="painting",
+        titles={"en": "The Starry Night", "es": "La noche estrellada"},
+        artist="Vincent van Gogh",
+        image_path=style_dir / "starry_night.jpg",
+        commission=True,
+    )
+    services.__dict__["catalog"] = Catalog(services.settings.styles_path, entries=[*_filter_entries(), entry])
+    return entry
+
+
+def microast_painter(services: Any, *, steps: int = 3, delay: float = 0.0) -> Any:
+    """A commission painter made of the instant engine: MicroAST at ``max_size``, reported as
+    ``steps`` progress steps with an intermediate picture each (``delay`` seconds apart), then
+    watermarked. Real weights; quick enough for tests of the commission plumbing."""
+    import time
+
+    from atelier.art.finish import watermark
+    from atelier.art.images import fit_longest, to_pil, to_tensor
+    from atelier.art.progress import Progress
+
+    def paint(photo: Any, style: Any, *, max_size: int, progress: Any) -> Any:
+        engine = services.loader.style_engine("microast")
+        content = to_tensor(fit_longest(photo, max_size))
+        painting = to_tensor(fit_longest(style.load_image(), 256))
+        picture = None
+        for step in range(1, steps + 1):
+            picture = to_pil(engine.stylize(content, painting, alpha=step / steps))
+            progress(Progress(f"pass {step}/{steps}", step, steps, preview=picture))
+            time.sleep(delay)
+        assert picture is not None
+        return watermark(picture, text="ATELIER PREVIEW", opacity=0.5)
+
+    return paint

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -91,6 +91,8 @@ class Services:
     public_url: str
     secret: bytes
     metrics: Metrics = field(default_factory=Metrics)
+    #: Paints commissions (see atelier.service.artworks.CommissionPainter); None: the recipes.
+    painter: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

@@ -1,0 +1,374 @@
+"""Commissions: order -> queued -> painting -> preview ready (mail with the link) -> sale -> HD.
+
+:func:`order_artwork` keeps the photo, then records the artwork and its painting job in ONE
+transaction: either both exist or neither. A worker claims the job and runs
+:func:`paint_preview`: the style's recipe painted at most ``ATELIER_PREVIEW_MAX_SIZE`` pixels
+wide, finished and watermarked, stored under a key fixed by the artwork (a job that runs twice
+overwrites its picture), and a mail queued in the same transaction as the status change, once
+(a dedupe key) however often the job runs.
+
+The buyer's links carry tokens of 192 random bits (:func:`atelier.store.db.new_token`), not
+derived from any id; the status page uses the artwork's random public id. Lookups by token go
+through the unique index and are then compared in constant time.
+
+Painting itself is :func:`atelier.service.painting.render_commission` (the Gatys recipes);
+:attr:`Services.painter` replaces it where a test wants to.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from PIL import Image
+from sqlalchemy import select
+
+from atelier.art.errors import ArtError
+from atelier.art.images import encode_image
+from atelier.art.progress import ProgressCallback
+from atelier.service import i18n
+from atelier.service.context import Services
+from atelier.service.mail import queue_mail
+from atelier.service.uploads import get_upload, keep_upload, load_image, store_upload
+from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.store.db import Artwork, JobStatus, transaction, utcnow
+from atelier.store.queue import enqueue
+
+if TYPE_CHECKING:
+    from atelier.service.catalog import StyleEntry
+
+log = logging.getLogger(__name__)
+
+PREVIEW_JOB = "artwork.preview"
+#: Painting a commission is slow and retrying costs as much again: fewer attempts than the default.
+PREVIEW_ATTEMPTS = 3
+
+_EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+class ArtworkStatus:
+    """What the buyer sees (the sales issue adds paid, hd_painting, delivered)."""
+
+    QUEUED = "queued"
+    PAINTING = "painting"
+    PREVIEW_READY = "preview_ready"
+    FAILED = "failed"
+
+    FINAL = (PREVIEW_READY, FAILED)
+
+
+class OrderError(ArtError):
+    """An order that cannot be taken (the message is for the user)."""
+
+
+class CommissionPainter(Protocol):
+    """Paints a commission preview: the finished, watermarked picture, longest side at most
+    ``max_size``."""
+
+    def __call__(
+        self, photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback
+    ) -> Image.Image: ...
+
+
+@dataclass(frozen=True)
+class ArtworkView:
+    """An artwork as its owner's status page and the API see it."""
+
+    id: str
+    status: str
+    style: str
+    locale: str
+    created_at: datetime
+    progress: float
+    stage: str | None
+    position: int | None
+    previews: int
+    error: str | None
+    preview_ready_at: datetime | None
+
+    def public(self, services: Services, *, locale: str | None = None) -> dict[str, Any]:
+        entry = services.catalog.get(self.style)
+        lang = locale or self.locale
+        return {
+            "id": self.id,
+            "status": self.status,
+            "style": self.style,
+            "style_title": entry.title(lang) if entry is not None else self.style,
+            "progress": round(self.progress, 4),
+            "stage": self.stage,
+            "position": self.position,
+            "progress_image_url": f"/api/v1/artworks/{self.id}/progress.jpg?n={self.previews}" if self.previews else None,
+            "status_url": f"/api/v1/artworks/{self.id}",
+            "events_url": f"/api/v1/artworks/{self.id}/events",
+            "page_url": f"/{lang}/artworks/{self.id}",
+            "created_at": self.created_at.isoformat(),
+            "preview_ready_at": self.preview_ready_at.isoformat() if self.preview_ready_at else None,
+            "error": self.error,
+        }
+
+
+def check_email(email: str) -> str:
+    """The address, trimmed, if it looks deliverable; :class:`OrderError` if not."""
+    email = (email or "").strip()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise OrderError("that email address does not look right; please check it")
+    return email
+
+
+def preview_key(artwork: Artwork) -> str:
+    """Where an artwork's preview is stored: fixed by the artwork, so a second run overwrites."""
+    return f"previews/{artwork.public_id}.jpg"
+
+
+def order_artwork(
+    services: Services,
+    *,
+    style_name: str,
+    email: str,
+    locale: str,
+    content: bytes | None = None,
+    content_id: str | None = None,
+) -> ArtworkView:
+    """Take a commission: the photo (bytes or an upload id), a hand-picked style, an email."""
+    email = check_email(email)
+    locale = i18n.normalize(locale)
+    entry = services.catalog.get(style_name or "")
+    if entry is None or not entry.commission:
+        raise OrderError("choose one of the hand-picked styles for a commission")
+    if (content is None) == (content_id is None):
+        raise OrderError("send one photo")
+    if content is not None:
+        upload, _ = store_upload(services, content, kind="content", temporary=False)
+    else:
+        assert content_id is not None
+        upload = get_upload(services, content_id)
+        if upload.kind != "content" or not upload.sha256:
+            raise OrderError("that upload is not a photo")
+        keep_upload(services, upload.id)
+    with transaction(services.engine) as session:
+        artwork = Artwork(
+            owner_email=email,
+            locale=locale,
+            style=entry.name,
+            parameters={"preview_max_size": services.settings.preview_max_size},
+            status=ArtworkStatus.QUEUED,
+            content_upload_id=upload.id,
+        )
+        session.add(artwork)
+        session.flush()
+        artwork.job_id = enqueue(
+            session,
+            PREVIEW_JOB,
+            {"artwork_id": artwork.id},
+            max_attempts=PREVIEW_ATTEMPTS,
+            output_key=preview_key(artwork),
+        )
+        public_id = artwork.public_id
+    log.info("artwork %s ordered (%s, %s)", public_id, entry.name, locale)
+    view = get_artwork(services, public_id)
+    assert view is not None
+    return view
+
+
+def _find(session: Any, public_id: str) -> Artwork | None:
+    if not public_id or len(public_id) > 64 or not public_id.isalnum():
+        return None
+    return session.scalars(select(Artwork).where(Artwork.public_id == public_id)).first()
+
+
+def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
+    """The artwork with this public id, with its job's progress and place in the queue."""
+    with transaction(services.engine, read_only=True) as session:
+        artwork = _find(session, public_id)
+        if artwork is None:
+            return None
+        row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at)
+    _, pid, status, style, locale, created_at, job_id, ready_at = row
+    job = services.queue.get(job_id) if job_id is not None else None
+    progress, stage, position, previews, error = 0.0, None, None, 0, None
+    if job is not None:
+        detail = job.progress_detail or {}
+        progress = job.progress
+        stage = detail.get("stage")
+        previews = int(detail.get("previews") or 0)
+        if job.status == JobStatus.QUEUED:
+            position = services.queue.position(job.id)
+            if job.attempts > 0:
+                stage = "retrying"
+        if job.status in (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED) and status not in ArtworkStatus.FINAL:
+            status = ArtworkStatus.FAILED
+        if status == ArtworkStatus.FAILED:
+            error = "painting failed"
+    if status == ArtworkStatus.PREVIEW_READY:
+        progress = 1.0
+    return ArtworkView(
+        id=pid,
+        status=status,
+        style=style,
+        locale=locale,
+        created_at=created_at,
+        progress=progress,
+        stage=stage,
+        position=position,
+        previews=previews,
+        error=error,
+        preview_ready_at=ready_at,
+    )
+
+
+def progress_image(services: Services, public_id: str) -> bytes | None:
+    """The latest intermediate picture of an artwork being painted, if any."""
+    with transaction(services.engine, read_only=True) as session:
+        artwork = _find(session, public_id)
+        job_id = artwork.job_id if artwork is not None else None
+    if job_id is None:
+        return None
+    job = services.queue.get(job_id)
+    if job is None or not job.preview_key:
+        return None
+    try:
+        return services.blobs.read(job.preview_key)
+    except Exception:  # noqa: BLE001 - gone (job purged, blob reconciled): nothing to show
+        return None
+
+
+@dataclass(frozen=True)
+class PreviewInfo:
+    """What the preview page shows."""
+
+    public_id: str
+    status: str
+    style: str
+    locale: str
+    preview_key: str | None
+    width: int | None
+    height: int | None
+
+
+def artwork_by_preview_token(services: Services, token: str) -> PreviewInfo | None:
+    """The artwork a preview link names, or None. Constant-time comparison after the lookup."""
+    if not token or len(token) > 64:
+        return None
+    with transaction(services.engine, read_only=True) as session:
+        artwork = session.scalars(select(Artwork).where(Artwork.preview_token == token)).first()
+        if artwork is None or not hmac.compare_digest(artwork.preview_token.encode(), token.encode()):
+            return None
+        size = (artwork.parameters or {}).get("preview_size") or [None, None]
+        return PreviewInfo(
+            public_id=artwork.public_id,
+            status=artwork.status,
+            style=artwork.style,
+            locale=artwork.locale,
+            preview_key=artwork.preview_key,
+            width=size[0],
+            height=size[1],
+        )
+
+
+def preview_link(services: Services, token: str, locale: str) -> str:
+    return f"{services.public_url}/{i18n.normalize(locale)}/a/{token}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the worker's side
+
+
+def default_painter(photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback) -> Image.Image:
+    """The Gatys recipe of the style, scaled to ``max_size``, finished and watermarked."""
+    from atelier.service.painting import render_commission  # type: ignore[attr-defined]
+
+    return render_commission(photo, style.source, max_size=max_size, progress=progress)
+
+
+@job_handler(PREVIEW_JOB)
+def paint_preview(ctx: JobContext) -> dict[str, Any]:
+    """Paint an artwork's preview, store it, mark the artwork ready and mail its owner."""
+    services = ctx.services
+    artwork_id = int(ctx.payload["artwork_id"])
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is None:
+            raise PermanentJobError(f"artwork {artwork_id} does not exist")
+        if artwork.status == ArtworkStatus.PREVIEW_READY and artwork.preview_key and services.blobs.exists(artwork.preview_key):
+            # A second run after the first finished but could not record it: nothing to redo.
+            return {"preview_key": artwork.preview_key, "repeated": True}
+        artwork.status = ArtworkStatus.PAINTING
+        style_name, upload_id, locale = artwork.style, artwork.content_upload_id, artwork.locale
+        email, token, key = artwork.owner_email, artwork.preview_token, preview_key(artwork)
+        max_size = int((artwork.parameters or {}).get("preview_max_size") or services.settings.preview_max_size)
+    entry = services.catalog.get(style_name)
+    try:
+        if entry is None or not entry.commission:
+            raise PermanentJobError(f"style {style_name!r} is not in the catalog any more")
+        if upload_id is None:
+            raise PermanentJobError("the photo of this artwork is gone")
+        photo = load_image(services, get_upload(services, upload_id))
+        ctx.progress(0.0, stage="starting", force=True)
+        painter: CommissionPainter = services.painter or default_painter
+        picture = painter(photo, entry, max_size=max_size, progress=ctx.progress_callback(end=0.98))
+        ctx.check()
+        services.blobs.put(key, encode_image(picture, format="JPEG", quality=92), content_type="image/jpeg")
+    except Exception as exc:
+        if ctx.is_final_failure(exc):
+            _mark_failed(services, artwork_id)
+        else:
+            _mark_waiting(services, artwork_id)
+        raise
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        assert artwork is not None
+        artwork.status = ArtworkStatus.PREVIEW_READY
+        artwork.preview_key = key
+        artwork.preview_ready_at = utcnow()
+        artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": [picture.width, picture.height]}
+        queue_mail(
+            session,
+            to=email,
+            template="preview_ready",
+            locale=locale,
+            dedupe_key=f"artwork:{artwork_id}:preview",
+            style=entry.title(locale),
+            link=preview_link(services, token, locale),
+        )
+    log.info("artwork %s: preview ready (%dx%d)", ctx.payload.get("artwork_id"), picture.width, picture.height)
+    return {"preview_key": key, "width": picture.width, "height": picture.height}
+
+
+def _mark_failed(services: Services, artwork_id: int) -> None:
+    """The painting failed for good: tell the owner, once."""
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is None or artwork.status == ArtworkStatus.PREVIEW_READY:
+            return
+        artwork.status = ArtworkStatus.FAILED
+        entry = services.catalog.get(artwork.style)
+        queue_mail(
+            session,
+            to=artwork.owner_email,
+            template="painting_failed",
+            locale=artwork.locale,
+            dedupe_key=f"artwork:{artwork_id}:failed",
+            style=entry.title(artwork.locale) if entry is not None else artwork.style,
+            link=f"{services.public_url}/{artwork.locale}/commission",
+        )
+
+
+def _mark_waiting(services: Services, artwork_id: int) -> None:
+    """The attempt failed or stopped; the job goes back to the queue."""
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is not None and artwork.status == ArtworkStatus.PAINTING:
+            artwork.status = ArtworkStatus.QUEUED
+
+
+def read_preview(services: Services, info: PreviewInfo) -> bytes | None:
+    if not info.preview_key:
+        return None
+    try:
+        return services.blobs.read(info.preview_key)
+    except Exception:  # noqa: BLE001
+        return None

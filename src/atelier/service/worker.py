@@ -1,0 +1,328 @@
+"""The worker loop: claim a job -> run its handler -> store -> settle (done, retry, failed).
+
+A handler is a function registered for a job kind (:func:`job_handler`); it receives a
+:class:`JobContext` to report progress and intermediate previews, and returns the job's result
+(a small dict) or raises. The commission painter registers ``artwork.preview`` (in
+:mod:`atelier.service.artworks`), the video renderer ``video.stylize`` (in
+:mod:`atelier.service.instant`); other services add theirs the same way.
+
+Leases and stopping:
+
+* While a handler runs, a :class:`~atelier.store.queue.Heartbeat` thread renews the lease (a
+  thread, because rendering holds the CPU). If the lease is lost (the job was cancelled, or the
+  worker stalled past its lease and another took it), the next progress report raises
+  :class:`~atelier.store.errors.LeaseLostError` and the work is dropped: nothing more is written.
+* Stopping (SIGTERM, or the server shutting down) sets ``stop``. The worker claims nothing more;
+  a running handler is interrupted at its next progress report and the job is *released*: queued
+  again at once, the attempt not counted, for another worker (or this one after a restart). A
+  handler that reports no progress runs to its end and completes. Either way nothing stays
+  claimed by a process that exited cleanly; a process that is killed leaves a lease that runs
+  out after ATELIER_LEASE_SECONDS, and the job is claimed again.
+* Failures: :class:`PermanentJobError` (and the user-facing refusals of the art layer: a photo
+  that cannot be read will not become readable) fail the job for good; anything else is retried
+  with backoff up to the job's ``max_attempts``, then the job is ``dead``. Handlers are told
+  whether an attempt is the last (:attr:`JobContext.last_attempt`) so they can tell the user.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from atelier.art.errors import ArtError, ModelError
+from atelier.art.images import encode_image
+from atelier.art.progress import Progress
+from atelier.service.context import Services
+from atelier.store.errors import LeaseLostError
+from atelier.store.queue import Heartbeat, JobInfo
+
+log = logging.getLogger(__name__)
+
+#: Modules whose import registers job handlers. Missing optional ones are skipped.
+HANDLER_MODULES: tuple[str, ...] = (
+    "atelier.service.artworks",
+    "atelier.service.instant",
+    "atelier.service.payments",
+)
+
+#: Seconds between two writes of an intermediate preview (each one is a blob upload).
+PREVIEW_INTERVAL = 2.0
+#: Seconds between two progress writes without a preview (each one is a database write).
+PROGRESS_INTERVAL = 0.5
+
+
+class PermanentJobError(Exception):
+    """The job cannot succeed however often it is tried (the message is for the operator)."""
+
+
+class JobInterrupted(Exception):
+    """The worker is stopping: the job is released for another worker."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying cannot help: a :class:`PermanentJobError`, or a refusal of the art layer
+    about the input (a photo that cannot be read will not become readable). Missing weights are
+    not permanent: an operator can install them."""
+    return isinstance(exc, PermanentJobError) or (isinstance(exc, ArtError) and not isinstance(exc, ModelError))
+
+
+Handler = Callable[["JobContext"], dict[str, Any] | None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def job_handler(kind: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of jobs of ``kind``."""
+
+    def register(function: Handler) -> Handler:
+        HANDLERS[kind] = function
+        return function
+
+    return register
+
+
+def load_handlers() -> dict[str, Handler]:
+    """Import the modules that register handlers; the handlers by kind."""
+    for name in HANDLER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return dict(HANDLERS)
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job, the services, and ways to report progress."""
+
+    services: Services
+    job: JobInfo
+    worker_id: str
+    heartbeat: Heartbeat
+    stop: threading.Event
+    _last_write: float = 0.0
+    _last_preview: float = 0.0
+    _previews: int = field(default=0)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a failure now would be final (no attempts left)."""
+        return self.job.attempts >= self.job.max_attempts
+
+    def is_final_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc`` escaping the handler now ends the job for good (so the handler can
+        tell the user): a permanent error, or any error on the last attempt -- not a stop."""
+        if isinstance(exc, (JobInterrupted, LeaseLostError)):
+            return False
+        return is_permanent(exc) or self.last_attempt
+
+    def check(self) -> None:
+        """Raise if the work should stop: the lease is lost, or the worker is stopping."""
+        self.heartbeat.check()
+        if self.stop.is_set():
+            raise JobInterrupted(f"job {self.job.id}: the worker is stopping")
+
+    def progress(
+        self,
+        fraction: float,
+        *,
+        stage: str | None = None,
+        detail: dict[str, Any] | None = None,
+        preview: Image.Image | None = None,
+        force: bool = False,
+    ) -> None:
+        """Record progress (0..1) and, at most every few seconds, an intermediate preview.
+
+        Writes are throttled (a painting reports every iteration); ``force`` writes now.
+        Raises :class:`LeaseLostError` or :class:`JobInterrupted` when the work should stop.
+        """
+        self.check()
+        now = time.monotonic()
+        preview_key = None
+        if preview is not None and (force or now - self._last_preview >= PREVIEW_INTERVAL):
+            preview_key = self.preview_key()
+            self.services.blobs.put(preview_key, encode_image(preview, format="JPEG", quality=80), content_type="image/jpeg")
+            self._last_preview = now
+            self._previews += 1
+        if not force and preview_key is None and now - self._last_write < PROGRESS_INTERVAL:
+            return
+        info = {"stage": stage} if stage else {}
+        if detail:
+            info.update(detail)
+        if preview_key is not None:
+            info["previews"] = self._previews
+        ok = self.services.queue.set_progress(
+            self.job.id, self.worker_id, fraction, detail=info or None, preview_key=preview_key
+        )
+        self._last_write = now
+        if not ok:
+            raise LeaseLostError(f"job {self.job.id} is no longer held by {self.worker_id}")
+
+    def preview_key(self) -> str:
+        """Where this job's intermediate previews go: one key per job, overwritten."""
+        return f"progress/job-{self.job.id}.jpg"
+
+    def progress_callback(self, *, start: float = 0.0, end: float = 1.0) -> Callable[[Progress], None]:
+        """An engine progress callback mapped onto [start, end] of the job's progress."""
+
+        def report(p: Progress) -> None:
+            detail: dict[str, Any] = {"step": p.step, "total": p.total}
+            if p.loss is not None:
+                detail["loss"] = round(float(p.loss), 4)
+            self.progress(start + (end - start) * p.fraction, stage=p.stage, detail=detail, preview=p.preview)
+
+        return report
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Claims and runs jobs of ``kinds`` (default: every kind with a handler)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        kinds: Sequence[str] | None = None,
+        worker_id: str | None = None,
+        handlers: dict[str, Handler] | None = None,
+        idle_wait: float = 2.0,
+        presence_interval: float = 15.0,
+    ) -> None:
+        self.services = services
+        self.handlers = handlers if handlers is not None else load_handlers()
+        self.kinds = list(kinds) if kinds else sorted(self.handlers)
+        unknown = [k for k in self.kinds if k not in self.handlers]
+        if unknown:
+            raise ValueError(f"no handler for job kinds: {', '.join(unknown)}")
+        self.worker_id = worker_id or default_worker_id()
+        self.idle_wait = idle_wait
+        self.presence_interval = presence_interval
+        self.current_job: int | None = None
+        self._last_presence = 0.0
+
+    # -- presence, for the admin view -----------------------------------------------------------
+
+    def report_presence(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_presence < self.presence_interval:
+            return
+        try:
+            self.services.queue.record_worker(
+                self.worker_id, host=socket.gethostname(), pid=os.getpid(), kinds=self.kinds, current_job_id=self.current_job
+            )
+            self._last_presence = now
+        except Exception:  # noqa: BLE001 - presence is informational
+            log.warning("worker %s: could not record presence", self.worker_id, exc_info=True)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run_once(self, stop: threading.Event | None = None) -> str | None:
+        """Claim one job and run it to its end; its outcome (see :meth:`run_job`), or None if
+        there was nothing to claim."""
+        stop = stop or threading.Event()
+        claimed = self.services.queue.claim(self.worker_id, kinds=self.kinds, limit=1)
+        if not claimed:
+            return None
+        return self.run_job(claimed[0], stop)
+
+    def run_job(self, job: JobInfo, stop: threading.Event) -> str:
+        """Run a claimed job and settle it; the outcome (done, released, retry, failed, dead, lost)."""
+        queue = self.services.queue
+        handler = self.handlers[job.kind]
+        self.current_job = job.id
+        self.report_presence(force=True)
+        started = time.perf_counter()
+        outcome = "done"
+        log.info("job %s (%s) claimed by %s, attempt %d/%d", job.id, job.kind, self.worker_id, job.attempts, job.max_attempts)
+        heartbeat = Heartbeat(queue, job.id, self.worker_id)
+        try:
+            with heartbeat:
+                context = JobContext(self.services, job, self.worker_id, heartbeat, stop)
+                try:
+                    result = handler(context)
+                except JobInterrupted:
+                    outcome = "released" if queue.release(job.id, self.worker_id) else "lost"
+                    log.info("job %s released by %s (stopping)", job.id, self.worker_id)
+                    return outcome
+                except LeaseLostError as exc:
+                    outcome = "lost"
+                    log.warning("job %s dropped: %s", job.id, exc)
+                    return outcome
+                except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                    outcome = self._fail(job, exc)
+                    return outcome
+                if not queue.complete(job.id, self.worker_id, result=result or None):
+                    outcome = "lost"
+                    return outcome
+                log.info("job %s (%s) done in %.1f s", job.id, job.kind, time.perf_counter() - started)
+                return outcome
+        finally:
+            self.current_job = None
+            self.services.metrics.job_seconds.labels(job.kind, outcome).observe(time.perf_counter() - started)
+            self.report_presence(force=True)
+
+    def _fail(self, job: JobInfo, exc: Exception) -> str:
+        permanent = is_permanent(exc)
+        message = f"{type(exc).__name__}: {exc}"
+        if permanent:
+            log.warning("job %s (%s) failed for good: %s", job.id, job.kind, message)
+        else:
+            log.exception("job %s (%s) failed (attempt %d/%d)", job.id, job.kind, job.attempts, job.max_attempts)
+        status = self.services.queue.fail(job.id, self.worker_id, message, retry=not permanent)
+        if status is None:
+            return "lost"
+        return {"queued": "retry"}.get(status, status)
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set: claim, run, and wait for new jobs when there are none."""
+        log.info("worker %s started (kinds: %s)", self.worker_id, ", ".join(self.kinds))
+        self.report_presence(force=True)
+        try:
+            while not stop.is_set():
+                try:
+                    outcome = self.run_once(stop)
+                except Exception:  # noqa: BLE001 - the database may be down: wait, try again
+                    log.warning("worker %s: claiming failed; retrying", self.worker_id, exc_info=True)
+                    stop.wait(min(self.idle_wait, 5.0))
+                    continue
+                self.report_presence()
+                if outcome is None and not stop.is_set():
+                    try:
+                        self.services.queue.wait_for_jobs(self.idle_wait, kinds=self.kinds)
+                    except Exception:  # noqa: BLE001
+                        stop.wait(self.idle_wait)
+        finally:
+            try:
+                self.services.queue.forget_worker(self.worker_id)
+            except Exception:  # noqa: BLE001
+                log.warning("worker %s: could not remove its presence row", self.worker_id)
+            log.info("worker %s stopped", self.worker_id)
+
+
+def start_worker_threads(services: Services, count: int, stop: threading.Event, *, kinds: Sequence[str] | None = None) -> list[threading.Thread]:
+    """``count`` workers as daemon threads of this process; they end when ``stop`` is set."""
+    threads = []
+    handlers = load_handlers()
+    for index in range(count):
+        worker = Worker(services, kinds=kinds, handlers=handlers)
+        thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{index + 1}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads

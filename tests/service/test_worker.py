@@ -1,0 +1,172 @@
+"""The worker loop: run, progress and previews, retries and permanent failures, stopping
+(release), a lost lease, presence for the admin view."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from atelier.art.images import ImageError
+from atelier.art.progress import Progress
+from atelier.service.context import Services
+from atelier.service.worker import JobContext, PermanentJobError, Worker, is_permanent
+from atelier.store.db import JobStatus
+
+from service_fixtures import make_settings
+
+
+@pytest.fixture
+def services(tmp_path: Path, models_dir: Path) -> Iterator[Services]:
+    services = Services.open(make_settings(tmp_path, models_dir))
+    yield services
+    services.close()
+
+
+def _worker(services: Services, handler, kind: str = "test.job") -> Worker:  # type: ignore[no-untyped-def]
+    return Worker(services, handlers={kind: handler}, worker_id="test-worker", idle_wait=0.1)
+
+
+def test_a_job_runs_and_its_result_is_recorded(services: Services) -> None:
+    job_id = services.queue.enqueue("test.job", {"n": 21})
+    worker = _worker(services, lambda ctx: {"double": ctx.payload["n"] * 2})
+    assert worker.run_once() == "done"
+    job = services.queue.get(job_id)
+    assert job is not None and job.status == JobStatus.DONE and job.result == {"double": 42}
+    assert worker.run_once() is None  # nothing left
+
+
+def test_progress_and_an_intermediate_picture_are_recorded(services: Services) -> None:
+    job_id = services.queue.enqueue("test.job")
+    seen: dict[str, object] = {}
+
+    def handler(ctx: JobContext) -> None:
+        report = ctx.progress_callback(start=0.0, end=0.5)
+        report(Progress("pass 1/2", 1, 2, loss=12.5, preview=Image.new("RGB", (32, 24), (200, 30, 30))))
+        job = services.queue.get(job_id)
+        assert job is not None
+        seen["progress"], seen["detail"], seen["key"] = job.progress, job.progress_detail, job.preview_key
+
+    assert _worker(services, handler).run_once() == "done"
+    assert seen["progress"] == pytest.approx(0.25)
+    assert seen["detail"] == {"stage": "pass 1/2", "step": 1, "total": 2, "loss": 12.5, "previews": 1}
+    key = seen["key"]
+    assert isinstance(key, str) and services.blobs.read(key)[:3] == b"\xff\xd8\xff"
+
+
+def test_a_failure_is_retried_later_and_a_permanent_one_is_not(services: Services) -> None:
+    flaky = services.queue.enqueue("test.job", {"kind": "flaky"})
+
+    def handler(ctx: JobContext) -> None:
+        if ctx.payload["kind"] == "flaky":
+            raise RuntimeError("the disk hiccupped")
+        raise PermanentJobError("the photo is gone")
+
+    worker = _worker(services, handler)
+    assert worker.run_once() == "retry"
+    job = services.queue.get(flaky)
+    assert job is not None and job.status == JobStatus.QUEUED and "hiccupped" in (job.last_error or "")
+    assert job.run_at.timestamp() > time.time()  # backing off
+    hopeless = services.queue.enqueue("test.job", {"kind": "hopeless"})
+    assert worker.run_once() == "failed"
+    job = services.queue.get(hopeless)
+    assert job is not None and job.status == JobStatus.FAILED
+
+
+def test_the_last_failed_attempt_makes_the_job_dead_and_the_handler_knows(services: Services) -> None:
+    job_id = services.queue.enqueue("test.job", max_attempts=1)
+    told: list[bool] = []
+
+    def handler(ctx: JobContext) -> None:
+        error = RuntimeError("boom")
+        told.append(ctx.is_final_failure(error))
+        raise error
+
+    assert _worker(services, handler).run_once() == "dead"
+    assert told == [True]
+    job = services.queue.get(job_id)
+    assert job is not None and job.status == JobStatus.DEAD
+
+
+def test_refusals_of_the_art_layer_are_permanent_but_missing_weights_are_not() -> None:
+    from atelier.art.errors import ModelMissingError
+
+    assert is_permanent(ImageError("cannot read the photo"))
+    assert is_permanent(PermanentJobError("x"))
+    assert not is_permanent(ModelMissingError("weights missing"))
+    assert not is_permanent(RuntimeError("x"))
+
+
+def test_stopping_releases_the_job_without_counting_the_attempt(services: Services) -> None:
+    job_id = services.queue.enqueue("test.job")
+    stop = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        for step in range(1000):
+            if step == 3:
+                stop.set()  # SIGTERM arrives while painting
+            ctx.progress(step / 1000, force=True)
+
+    assert _worker(services, handler).run_job(services.queue.claim("test-worker")[0], stop) == "released"
+    job = services.queue.get(job_id)
+    assert job is not None and job.status == JobStatus.QUEUED and job.lease_owner is None
+    assert job.attempts == 0
+
+
+def test_a_cancelled_job_is_dropped_at_its_next_progress_report(services: Services) -> None:
+    job_id = services.queue.enqueue("test.job")
+    steps: list[int] = []
+
+    def handler(ctx: JobContext) -> None:
+        for step in range(100):
+            if step == 2:
+                services.queue.cancel(job_id)  # the operator cancels it in /admin
+            ctx.progress(step / 100, force=True)
+            steps.append(step)
+
+    assert _worker(services, handler).run_once() == "lost"
+    assert steps == [0, 1]
+    job = services.queue.get(job_id)
+    assert job is not None and job.status == JobStatus.CANCELLED
+
+
+def test_a_running_loop_works_through_the_queue_and_forgets_itself_when_stopped(services: Services) -> None:
+    ids = [services.queue.enqueue("test.job", {"i": i}) for i in range(3)]
+    worker = _worker(services, lambda ctx: {"i": ctx.payload["i"]})
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(services.queue.get(i).status == JobStatus.DONE for i in ids):  # type: ignore[union-attr]
+                break
+            time.sleep(0.05)
+        assert [w.id for w in services.queue.workers()] == ["test-worker"]
+        # A job enqueued while it waits is picked up without a restart.
+        late = services.queue.enqueue("test.job", {"i": 9})
+        deadline = time.monotonic() + 20
+        while services.queue.get(late).status != JobStatus.DONE and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert all(services.queue.get(i).status == JobStatus.DONE for i in [*ids, late])  # type: ignore[union-attr]
+    assert services.queue.workers() == []
+
+
+def test_a_worker_refuses_kinds_it_has_no_handler_for(services: Services) -> None:
+    with pytest.raises(ValueError, match="no handler"):
+        Worker(services, handlers={}, kinds=["artwork.preview"])
+
+
+def test_the_job_duration_is_measured(services: Services) -> None:
+    services.queue.enqueue("test.job")
+    _worker(services, lambda ctx: None).run_once()
+    text = services.metrics.exposition().decode()
+    assert 'atelier_job_seconds_count{kind="test.job",outcome="done"} 1.0' in text
