@@ -202,3 +202,30 @@ def test_geometry_is_measured_from_the_graph(models_dir: Path) -> None:
     folder = models_dir.joinpath(*WAIFU2X)
     net = load_ncnn(folder / "scale2.0x_model.param", folder / "scale2.0x_model.bin")
     assert net.geometry() == (2, 14, 1)  # 2x, loses 7 input px (14 output px) per side, any size
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, lo, hi",
+    [(4, 2, 3, 3), (2, 2, 0, 0), (3, 2, 1, 1), (5, 3, 2, 0), (3, 1, 1, 1), (1, 2, 0, 0), (4, 2, 0, 1), (6, 2, 5, 4)],
+)
+def test_transposed_convolutions_equal_pytorchs_for_any_kernel_stride_and_crop(
+    kernel: int, stride: int, lo: int, hi: int
+) -> None:
+    # Deconvolutions run as sub-pixel convolutions (faster on CPU); they must be the same maths.
+    cin, cout = 5, 3
+    text = (
+        "7767517\n2 2\nInput in 0 1 x 0=9 1=7 2=5\n"
+        f"Deconvolution d 1 1 x y 0={cout} 1={kernel} 3={stride} 4={lo} 15={hi} 14={lo} 16={hi} "
+        f"5=1 6={cin * cout * kernel * kernel}\n"
+    )
+    rng = np.random.default_rng(kernel * 10 + stride)
+    weight = rng.normal(0, 1, (cout, cin, kernel, kernel)).astype(np.float32)
+    bias = rng.normal(0, 1, cout).astype(np.float32)
+    net = NcnnNet(parse_param(text), {"d": {"weight": weight.ravel(), "bias": bias}})
+    x = torch.rand(2, cin, 7, 9, generator=torch.Generator().manual_seed(kernel))
+    full = torch.nn.functional.conv_transpose2d(x, torch.from_numpy(weight).transpose(0, 1), torch.from_numpy(bias), stride=stride)
+    expected = full[..., lo : full.shape[-2] - hi, lo : full.shape[-1] - hi]
+    out = net(x)
+    assert out.shape == expected.shape
+    assert net.output_size(7, 9) == tuple(expected.shape[-2:])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

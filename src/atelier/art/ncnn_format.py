@@ -310,6 +310,57 @@ def _pads(layer: NcnnLayer) -> tuple[int, int, int, int]:
     return left, right, top, bottom
 
 
+@dataclass(frozen=True)
+class _SubPixelAxis:
+    """One axis of a stride-s transposed convolution rewritten as a convolution.
+
+    Output pixel ``y = s*m + r`` of a transposed convolution (kernel k, crop ``lo`` at the
+    start) sums input pixels ``m + d`` with kernel tap ``t = r + lo - s*d`` for every d that
+    puts t inside the kernel. Over all phases r, d spans ``first .. first + taps - 1``: a plain
+    convolution with ``taps`` taps and ``s`` output channels per channel (one per phase),
+    followed by interleaving the phases, gives the same numbers.
+    """
+
+    stride: int
+    kernel: int
+    lo: int
+    hi: int
+    first: int
+    taps: int
+
+    @classmethod
+    def make(cls, stride: int, kernel: int, lo: int, hi: int) -> _SubPixelAxis:
+        ds = [(r + lo - t) // stride for r in range(stride) for t in range(kernel) if (r + lo - t) % stride == 0]
+        return cls(stride, kernel, lo, hi, min(ds), max(ds) - min(ds) + 1)
+
+    def tap(self, phase: int, index: int) -> int | None:
+        t = phase + self.lo - self.stride * (self.first + index)
+        return t if 0 <= t < self.kernel else None
+
+    def plan(self, n: int) -> tuple[int, int, int, int, int]:
+        """(pad before, pad after, first conv output, conv outputs kept, output length)."""
+        length = (n - 1) * self.stride + self.kernel - self.lo - self.hi
+        phases = -(-length // self.stride)
+        before = max(0, -self.first)
+        after = max(0, phases - 1 + self.first + self.taps - 1 - (n - 1))
+        return before, after, self.first + before, phases, length
+
+
+def _subpixel_weight(weight: torch.Tensor, ay: _SubPixelAxis, ax: _SubPixelAxis) -> torch.Tensor:
+    """(in, out, kh, kw) transposed-convolution weight -> (out*sy*sx, in, ty, tx) conv weight."""
+    cin, cout = weight.shape[:2]
+    out = weight.new_zeros(cout, ay.stride, ax.stride, cin, ay.taps, ax.taps)
+    for ry in range(ay.stride):
+        for rx in range(ax.stride):
+            for iy in range(ay.taps):
+                ty = ay.tap(ry, iy)
+                for ix in range(ax.taps):
+                    tx = ax.tap(rx, ix)
+                    if ty is not None and tx is not None:
+                        out[:, ry, rx, :, iy, ix] = weight[:, :, ty, tx].T
+    return out.reshape(cout * ay.stride * ax.stride, cin, ay.taps, ax.taps).contiguous()
+
+
 class NcnnNet(nn.Module):
     """An ncnn graph with its weights, run with PyTorch operations.
 
@@ -327,6 +378,7 @@ class NcnnNet(nn.Module):
         self.input_blob = inputs[0].outputs[0]
         self.output_blob = self.layers[-1].outputs[0]
         self._keys: dict[tuple[str, str], str] = {}
+        self._subpixel: dict[str, tuple[_SubPixelAxis, _SubPixelAxis]] = {}
         for index, layer in enumerate(self.layers):
             self._check(layer)
             for blob, array in weights.get(layer.name, {}).items():
@@ -401,6 +453,20 @@ class NcnnNet(nn.Module):
                     # ncnn keeps [out][in][kh][kw] and scatters without flipping, which is
                     # exactly conv_transpose2d once the first two axes are swapped.
                     shaped = shaped.transpose(0, 1)
+                    if layer.int(2, 1) == 1 and layer.int(12, 1) == 1:
+                        # PyTorch's CPU conv_transpose2d takes a slow path for these shapes
+                        # (4 GFLOP/s for upconv_7's last layer): run the equivalent
+                        # sub-pixel convolution instead, on the fast convolution kernels.
+                        left, right, top, bottom = _pads(layer)
+                        sw = layer.int(3, 1)
+                        ay = _SubPixelAxis.make(layer.int(13, sw), kh, top, bottom)
+                        ax = _SubPixelAxis.make(sw, kw, left, right)
+                        self._subpixel[layer.name] = (ay, ax)
+                        shaped = _subpixel_weight(shaped, ay, ax)
+                        bias = self._weight(layer, "bias")
+                        if bias is not None:
+                            key = self._keys[(layer.name, "bias")]
+                            setattr(self, key, bias.repeat_interleave(ay.stride * ax.stride).contiguous())
             setattr(self, self._keys[(layer.name, "weight")], shaped.contiguous())
 
     # -- running ------------------------------------------------------------------------------
@@ -500,6 +566,9 @@ class NcnnNet(nn.Module):
                 dilation=(layer.int(12, dw), dw),
             )
             return [_activation(y, layer.int(9, 0), layer.array(10), repr(layer.name))]
+        if kind == "Deconvolution" and layer.name in self._subpixel:
+            y = self._subpixel_forward(layer, ins[0])
+            return [_activation(y, layer.int(9, 0), layer.array(10), repr(layer.name))]
         if kind == "Deconvolution":
             sw = layer.int(3, 1)
             dw = layer.int(2, 1)
@@ -569,6 +638,21 @@ class NcnnNet(nn.Module):
                 y = y * x if op == 0 else torch.maximum(y, x)
             return [y]
         raise ModelError(f"ncnn layer type {kind!r} is not supported")  # pragma: no cover
+
+    def _subpixel_forward(self, layer: NcnnLayer, x: torch.Tensor) -> torch.Tensor:
+        ay, ax = self._subpixel[layer.name]
+        before_y, after_y, first_y, keep_y, height = ay.plan(x.shape[-2])
+        before_x, after_x, first_x, keep_x, width = ax.plan(x.shape[-1])
+        if before_y or after_y or before_x or after_x:
+            x = F.pad(x, (before_x, after_x, before_y, after_y))
+        y = F.conv2d(x, self._weight(layer, "weight"), self._weight(layer, "bias"))
+        y = y[..., first_y : first_y + keep_y, first_x : first_x + keep_x]
+        n, channels = y.shape[:2]
+        out = channels // (ay.stride * ax.stride)
+        # (N, out*sy*sx, H, W) -> (N, out, H*sy, W*sx): interleave the phases.
+        y = y.reshape(n, out, ay.stride, ax.stride, keep_y, keep_x).permute(0, 1, 4, 2, 5, 3)
+        y = y.reshape(n, out, keep_y * ay.stride, keep_x * ax.stride)
+        return y[..., :height, :width].contiguous()
 
     # -- shape arithmetic ----------------------------------------------------------------------
 
