@@ -480,6 +480,7 @@ def _write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -544,6 +545,7 @@ def _copy_file(source: Path, dest: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, temp)
+        os.chmod(temp, 0o644)
         os.replace(temp, dest)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
