@@ -592,6 +592,7 @@ class JobQueue:
             **sql.times(lease_until=lease_seconds or self.lease_seconds),
         }
         with self.engine.begin() as conn:
+            self._lazy_commit(conn)
             conn.execute(sql.bury[filtered], params)
             rows = conn.execute(sql.claim[filtered], params).all()
         claimed = [_job(row) for row in rows]
@@ -607,6 +608,7 @@ class JobQueue:
             self._sql.heartbeat,
             job_id,
             worker_id,
+            lazy=True,
             **self._sql.times(lease_until=lease_seconds or self.lease_seconds),
         )
 
@@ -629,6 +631,7 @@ class JobQueue:
             progress_=min(1.0, max(0.0, float(progress))),
             detail_=detail,
             preview_key_=preview_key,
+            lazy=True,
             **self._sql.times(),
         )
 
@@ -680,10 +683,23 @@ class JobQueue:
         attempt not counted. False if it was not this worker's any more."""
         return self._fenced(self._sql.release, job_id, worker_id, **self._sql.times())
 
-    def _fenced(self, statement: Any, job_id: int, worker_id: str, **params: Any) -> bool:
+    def _fenced(
+        self, statement: Any, job_id: int, worker_id: str, *, lazy: bool = False, **params: Any
+    ) -> bool:
         with self.engine.begin() as conn:
+            if lazy:
+                self._lazy_commit(conn)
             result = conn.execute(statement, {"job_id": job_id, "worker": worker_id, **params})
             return result.rowcount == 1
+
+    def _lazy_commit(self, conn: Connection) -> None:
+        # Lease bookkeeping (claim, heartbeat, progress) does not wait for the WAL flush on
+        # PostgreSQL: that flush is most of a claim's time (about 5 ms of the 5.5 here). If the
+        # server crashes, the last such writes may be lost (never half-applied): a claim or a
+        # heartbeat that vanishes only means the job runs again, which at-least-once allows.
+        # Enqueue, complete and fail stay fully durable.
+        if not self.sqlite:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
     # -- operator actions --------------------------------------------------------------------
 
