@@ -748,6 +748,9 @@ class _GifSink(_Sink):
         frame = av.VideoFrame.from_ndarray((np.asarray(indexed), self.argb), format="pal8")
         frame.pts, frame.time_base, frame.duration = start_cs, Fraction(1, 100), end_cs - start_cs
         for packet in self.stream.encode(frame):
+            # The GIF encoder has no delay (a packet per frame) but drops the duration, and the
+            # muxer takes the last frame's delay from it.
+            packet.duration = end_cs - start_cs
             self.container.mux(packet)
         self.last_cs = start_cs
         self.frames += 1
@@ -790,6 +793,10 @@ class VideoReport:
     flicker: float | None = None
     input_flicker: float | None = None
     seconds: float = 0.0
+    #: CPU time of this process (all threads): on a busy shared machine a steadier figure of
+    #: the work than the wall time.
+    cpu_seconds: float = 0.0
+    #: Wall seconds spent painting, steadying ("temporal") and measuring flicker ("measure").
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -840,7 +847,7 @@ def stylize_video(
         raise VideoError(f"--max-seconds must be positive, got {max_seconds:g}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     info = probe(src)
     check_limits(
         info, max_seconds=max_seconds, fps=fps,
@@ -938,6 +945,7 @@ def stylize_video(
         flicker=meter.flicker if meter is not None else None,
         input_flicker=meter.input_flicker if meter is not None else None,
         seconds=elapsed,
+        cpu_seconds=time.process_time() - cpu_started,
         timings=timings,
     )
     log.info(

@@ -189,13 +189,19 @@ def make_painter(
 
     if style_weights is not None and len(style_weights) != len(styles):
         raise fail(f"{len(style_weights)} style weights were given for {len(styles)} styles; give one per --style")
+    if image_limits is None:
+        from atelier.config import get_settings
+
+        settings = get_settings()
+        image_limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
+    limits = image_limits
     model = loader.style_engine(engine)
     encoded = []
     for name in styles:
         path = Path(name)
         if not path.exists() and filter_name(name) is not None:
             raise fail(f"{name!r} is a filter, not a style image: use --engine filter (or auto)")
-        painting = decode_image(path, **(image_limits or {}))
+        painting = decode_image(path, **limits)
         with torch.inference_mode():
             encoded.append(model.encode_style(to_tensor(fit_longest(painting, style_size)).to(device)))
     weights = list(style_weights) if style_weights is not None else None
