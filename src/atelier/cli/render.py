@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from atelier.cli import app, fail, refusals
 from atelier.config import get_settings
 
+if TYPE_CHECKING:
+    from atelier.art.progress import ProgressCallback
+    from atelier.art.styles import Style
+
 # The engines (and torch) are imported inside the command: `atelier --help` and the other
 # commands should not pay the second or two that importing torch takes.
 ENGINES = ("microast", "adain", "filter")
+#: The slow, optimising engine (atelier.service.painting); not one of the instant ENGINES.
+PAINTING_ENGINES = ("gatys",)
 ADAIN_WEIGHTS = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -37,6 +44,11 @@ Examples:
   atelier render dog.jpg --style a.jpg --style b.jpg --style-weights 0.7,0.3 -o mix.jpg
 
   atelier render dog.jpg --style a.jpg --style b.jpg --mask dog-mask.png -o fg-bg.jpg
+
+  atelier render dog.jpg --engine gatys --style starry_night.jpg --passes 350x400,960x200 -o oil.jpg
+
+  atelier render dog.jpg --style starry_night --finish --watermark "My shop" --upscale 2 -o print.jpg
+  (a catalog style: its engine, recipe, finishing and mark; see `atelier styles list`)
 """
 
 
@@ -48,8 +60,8 @@ def render(
         [],
         "--style",
         "-s",
-        help="A style image, or a filter name (candy, mosaic, rain_princess, udnie, pointilism). "
-        "Repeat to blend several styles.",
+        help="A style image, a filter name (candy, mosaic, rain_princess, udnie, pointilism) or a "
+        "catalog style name (see `atelier styles list`). Repeat to blend several styles.",
     ),
     style_weights: str | None = typer.Option(
         None, "--style-weights", help="Comma-separated blend weights, one per --style (e.g. 0.7,0.3)."
@@ -58,8 +70,9 @@ def render(
         "auto",
         "--engine",
         "-e",
-        help="microast (fast, any style), adain (any style), filter (named filters), or auto: "
-        "filter for a filter name, microast otherwise.",
+        help="microast (fast, any style), adain (any style), filter (named filters), gatys (slow, "
+        "optimised in passes: the commission painter), or auto: filter for a filter name, the "
+        "style's own engine for a catalog style, microast otherwise.",
     ),
     alpha: float = typer.Option(1.0, "--alpha", "-a", min=0.0, max=1.0, help="Strength: 1 = full style, 0 = the photo."),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours; take only the style's texture."),
@@ -78,6 +91,26 @@ def render(
     fps: float | None = typer.Option(None, "--fps", min=1.0, help="Video: output frame rate (default: the clip's)."),
     max_seconds: float | None = typer.Option(None, "--max-seconds", min=0.1, help="Video: stylize only the first N seconds."),
     temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Video: keep frames steady (optical-flow blending)."),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="Gatys: auto (the best the installed VGG allows), classic (needs the full "
+        "VGG-19), shallow or sketch (default: the catalog style's, else auto)."
+    ),
+    passes: str | None = typer.Option(
+        None, "--passes", help="Gatys: sizes x iterations per pass, e.g. 350x400,960x200 (each pass starts "
+        "from the previous result)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Gatys: seed of the noise init (same seed, same picture)."),
+    init: str | None = typer.Option(None, "--init", help="Gatys: start from the photo (content), noise, or an image file."),
+    save_every: int = typer.Option(
+        0, "--save-every", min=0, help="Gatys: every K iterations write OUT-stem.passP-IIII next to OUT."
+    ),
+    finishing: bool = typer.Option(
+        False, "--finish/--no-finish", help="Finish the picture: the catalog style's colour lift and "
+        "smoothing, or a light default."
+    ),
+    watermark: str | None = typer.Option(None, "--watermark", help="Mark the picture with this text, or with a logo (an image file)."),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=4, help="Enlarge the result 2x (or 4x) with waifu2x, any engine."),
+    styles_dir: Path | None = typer.Option(None, "--styles-dir", help="Style catalog folder (default: ATELIER_STYLES_DIR)."),
 ) -> None:
     settings = get_settings()
     if is_video_path(content):
@@ -108,7 +141,27 @@ def render(
 
     if output.suffix.lower() not in WRITABLE_SUFFIXES:
         raise fail(f"cannot write {output.name}: use a .png, .jpg or .webp output file")
+    if upscale not in (1, 2, 4):
+        raise fail(f"--upscale takes 2 or 4, not {upscale}")
     with refusals():
+        catalog_style = _catalog_style(style, styles_dir or settings.styles_path)
+        if engine.lower() in PAINTING_ENGINES or (
+            engine.lower() == "auto" and catalog_style is not None and catalog_style.engine in PAINTING_ENGINES
+        ):
+            _render_gatys(
+                content, output, style=style, catalog_style=catalog_style,
+                style_weights=_parse_weights(style_weights), preserve_color=preserve_color, size=size,
+                device=device, models_dir=models_dir, recipe=recipe, passes=passes, seed=seed,
+                init=init, save_every=save_every, finishing=finishing, watermark=watermark, upscale=upscale,
+            )
+            return
+        if recipe or passes or save_every or init:
+            raise fail("--recipe, --passes, --init and --save-every are for --engine gatys")
+        if catalog_style is not None:
+            # A catalog painting, painted by an instant engine.
+            style = [str(catalog_style.image_path) if s == catalog_style.name else s for s in style]
+            if engine.lower() == "auto":
+                engine = catalog_style.engine
         filters = [filter_name(s) for s in style]
         chosen = _choose_engine(engine, style, filters)
         weights_list = _parse_weights(style_weights)
@@ -148,8 +201,128 @@ def render(
                     adain=AdaINWeights(weights=weights, vgg=vgg, decoder=decoder),
                     progress=report,
                 )
+            if finishing or watermark or upscale > 1:
+                from atelier.service.painting import finish_spec, postprocess, watermark_spec
+
+                _, result = postprocess(
+                    result,
+                    spec=finish_spec(catalog_style, finishing),
+                    mark=watermark_spec(catalog_style, watermark),
+                    upscale=upscale,
+                    models_dir=models_dir or settings.models_path,
+                    device=loader.device,
+                    progress=report,
+                )
         save_image(result, output)
     typer.echo(f"wrote {output} ({result.width}x{result.height})", err=True)
+
+
+def _catalog_style(styles: list[str], styles_dir: Path) -> Style | None:
+    """The catalog style named by --style (only when the name is not a file), else None."""
+    names = [s for s in styles if not Path(s).exists()]
+    if not names:
+        return None
+    from atelier.art.styles import StyleNotFoundError, find_style, valid_name
+    from atelier.service.engines import filter_name
+
+    found = []
+    for name in names:
+        key = name.strip().lower()
+        if filter_name(key) is not None or not valid_name(key):
+            continue
+        try:
+            found.append(find_style(key, styles_dir))
+        except StyleNotFoundError:
+            continue
+    if len(found) > 1 or (found and len(styles) > 1):
+        raise fail("a catalog style paints alone: give one --style NAME (or blend painting files)")
+    return found[0] if found else None
+
+
+def _render_gatys(
+    content: Path,
+    output: Path,
+    *,
+    style: list[str],
+    catalog_style: Style | None,
+    style_weights: list[float] | None,
+    preserve_color: bool,
+    size: int | None,
+    device: str | None,
+    models_dir: Path | None,
+    recipe: str | None,
+    passes: str | None,
+    seed: int,
+    init: str | None,
+    save_every: int,
+    finishing: bool,
+    watermark: str | None,
+    upscale: int,
+) -> None:
+    """``--engine gatys`` (or a catalog style whose engine it is): atelier.service.painting."""
+    from PIL.Image import Image
+
+    from atelier.art.devices import resolve_device
+    from atelier.art.gatys import parse_passes, recipe_names
+    from atelier.art.images import decode_image, save_image
+    from atelier.art.progress import Progress
+    from atelier.cli.progressbar import progress_bar
+    from atelier.service.painting import render_painting
+
+    settings = get_settings()
+    if not style:
+        raise fail("give a style: --style PATH (a painting) or --style NAME (a catalog style)")
+    if recipe is not None and recipe not in recipe_names():
+        raise fail(f"unknown recipe {recipe!r}; choose one of {', '.join(recipe_names())}")
+    if passes is not None:
+        parse_passes(passes)  # a syntax error is refused before anything loads
+    limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
+    photo = decode_image(content, **limits)
+    paintings = [] if catalog_style is not None else [decode_image(_style_path(s), **limits) for s in style]
+    start: str | Image | None = init
+    if init is not None and init not in ("content", "noise"):
+        start = decode_image(Path(init), **limits)
+
+    def saver(report: ProgressCallback) -> ProgressCallback:
+        if not save_every:
+            return report
+
+        def both(update: Progress) -> None:
+            if update.preview is not None and update.extra and "pass" in update.extra:
+                path = output.with_name(f"{output.stem}.pass{update.extra['pass']}-{update.step:04d}{output.suffix}")
+                save_image(update.preview, path)
+            report(update)
+
+        return both
+
+    with progress_bar("Painting") as report:
+        rendered = render_painting(
+            photo,
+            models_dir=models_dir or settings.models_path,
+            style=catalog_style,
+            paintings=paintings,
+            style_weights=style_weights,
+            recipe=recipe,
+            passes=passes,
+            size=size,
+            original_colors=True if preserve_color else None,
+            init=start,  # type: ignore[arg-type]
+            seed=seed,
+            finishing=finishing,
+            watermark=watermark if watermark is not None else False,
+            upscale=upscale,
+            device=resolve_device(device or settings.device),
+            preview_every=save_every,
+            progress=saver(report),
+        )
+    save_image(rendered.image, output)
+    result = rendered.image
+    per_iteration = ", ".join(f"{r.seconds_per_iteration:.2f}" for r in rendered.passes)
+    typer.echo(
+        f"wrote {output} ({result.width}x{result.height}; {rendered.recipe.summary()}; "
+        f"{rendered.seconds:.0f} s, s/iteration per pass: {per_iteration})",
+        err=True,
+    )
 
 
 def _choose_engine(engine: str, styles: list[str], filters: list[str | None]) -> str:

@@ -206,6 +206,42 @@ def upscale_picture(
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def postprocess(
+    image: Image.Image,
+    *,
+    spec: FinishSpec,
+    mark: Watermark | None,
+    upscale: int = 1,
+    models_dir: Path,
+    upscale_model: str = UPSCALE_MODEL,
+    upscale_noise: int = DEFAULT_NOISE,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = no_progress,
+) -> tuple[Image.Image, Image.Image]:
+    """Finish a picture from any engine, upscale it, watermark it.
+
+    Returns ``(finished, deliverable)``: the finished picture at its own size without a mark
+    (what a high-resolution version is made from), and the picture to hand over.
+    """
+    if upscale not in (1, 2, 4):
+        raise PaintingError(f"upscale by 2 or 4, not {upscale}")
+    steps = 2 + (upscale > 1)
+    progress(Progress("finish", 1, steps))
+    finished = finish(image, replace(spec, watermark=None), watermark=False)
+    out = finished
+    if upscale > 1:
+        progress(Progress("upscale", 2, steps))
+        out = upscale_picture(
+            finished, factor=upscale, models_dir=models_dir, model=upscale_model, noise=upscale_noise,
+            device=device,
+        )
+    if mark is not None:
+        out = mark.apply(out)
+    progress(Progress("done", steps, steps))
+    return finished, out
+
+
+
 def render_painting(
     photo: Image.Image,
     *,
@@ -268,9 +304,14 @@ def render_painting(
             init = style.recipe.init
     mark = watermark_spec(style, watermark)
     spec = finish_spec(style, finishing)
-    if upscale not in (1, 2, 4):
+    if upscale not in (1, 2, 4):  # refused before the painting, not after it
         raise PaintingError(f"upscale by 2 or 4, not {upscale}")
 
+    # No pass needs more of the photo than its largest size (Lanczos here, once, rather than a
+    # 40-megapixel float tensor resized on every pass).
+    largest = max(p.size for p in chosen.passes)
+    if max(photo.size) > largest:
+        photo = fit_longest(photo, largest)
     content = to_tensor(photo.convert("RGB")).to(device)
     styles = [to_tensor(fit_longest(p.convert("RGB"), min(STYLE_IMAGE_SIZE, max(p.size)))).to(device) for p in paintings]
     init_arg: str | torch.Tensor = "content"
@@ -293,19 +334,17 @@ def render_painting(
         progress=progress,
     )
     painted = to_pil(painting.image)
-    steps = 2 + (upscale > 1)
-    progress(Progress("finish", 1, steps))
-    finished = finish(painted, replace(spec, watermark=None), watermark=False)
-    image = finished
-    if upscale > 1:
-        progress(Progress("upscale", 2, steps))
-        image = upscale_picture(
-            finished, factor=upscale, models_dir=models_dir, model=upscale_model, noise=upscale_noise,
-            device=device,
-        )
-    if mark is not None:
-        image = mark.apply(image)
-    progress(Progress("done", steps, steps))
+    finished, image = postprocess(
+        painted,
+        spec=spec,
+        mark=mark,
+        upscale=upscale,
+        models_dir=models_dir,
+        upscale_model=upscale_model,
+        upscale_noise=upscale_noise,
+        device=device,
+        progress=progress,
+    )
     return Rendered(
         image=image,
         finished=finished,
