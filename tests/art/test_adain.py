@@ -494,3 +494,26 @@ def test_bad_parameters_are_refused_in_words(engine: AdaIN, pictures: dict[str, 
         engine.stylize(torch.rand(1, 3, 4, 64), starry)
     with pytest.raises(ImageError, match="RGB"):
         engine.encode_content(torch.rand(1, 1, 32, 32))
+
+
+def test_half_precision_statistics_do_not_overflow() -> None:
+    feat = (torch.randn(1, 2, 16, 16) * 300).half()  # squares beyond float16's 65504
+    mean, std = mean_std(feat)
+    assert mean.dtype == torch.float16 and torch.isfinite(std).all()
+    torch.testing.assert_close(std.float(), mean_std(feat.float())[1], rtol=1e-2, atol=0)
+
+
+@pytest.mark.slow  # bfloat16 convolutions take torch's slow path on this CPU (about 50x fp32)
+def test_a_bfloat16_engine_paints_the_same_picture(models_dir: Path, pictures: dict[str, torch.Tensor]) -> None:
+    engine = load_adain(
+        vgg=models_dir / "vgg" / "vgg_normalised_conv3_1.pth",
+        decoder=models_dir / "vgg" / "feature_invertor_conv3_1.pth",
+    )
+    photo = nn.functional.interpolate(pictures["small_dog"], size=(48, 64), mode="area")
+    style = nn.functional.interpolate(pictures["small_starry"], size=(48, 64), mode="area")
+    full = engine.stylize(photo, style)
+    engine.to("cpu", dtype=torch.bfloat16)
+    assert engine.dtype == torch.bfloat16
+    low = engine.stylize(photo, style)
+    assert low.dtype == torch.float32 and low.shape == full.shape
+    assert _psnr(low, full) > 35
