@@ -187,7 +187,8 @@ def watermark_layer(
     target = max(1, round(width * scale))
     mark = mark.resize((target, max(1, round(mark.height * target / mark.width))), Image.Resampling.LANCZOS)
     if angle:
-        mark = mark.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+        # Premultiplied, so the transparent corners do not bleed black into the edges.
+        mark = mark.convert("RGBa").rotate(angle, resample=Image.Resampling.BICUBIC, expand=True).convert("RGBA")
     alpha = mark.getchannel("A").point(lambda v: round(v * opacity))
     mark.putalpha(alpha)
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
