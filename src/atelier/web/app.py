@@ -108,6 +108,10 @@ def create_app(
         version=__version__,
         summary="Photos and videos into artworks: instant styles, commissions by email.",
         lifespan=lifespan,
+        # /docs is our own page (atelier.web.api_docs): Swagger UI comes from a CDN and runs an
+        # inline script, neither of which the Content-Security-Policy allows.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.settings = settings
@@ -118,10 +122,15 @@ def create_app(
     app.include_router(health.router)
     app.include_router(instant_api.router)
     app.include_router(blobs.router)
-    for module_name in ("atelier.web.artworks_api", "atelier.web.pages", "atelier.web.admin"):
-        module = _optional(module_name)
-        if module is not None:
-            app.include_router(module.router)
+    from atelier.web import api_docs, artworks_api, pages
+
+    app.include_router(api_docs.router)
+    app.include_router(artworks_api.router)
+    admin = _optional("atelier.web.admin")
+    if admin is not None:
+        app.include_router(admin.router)
+    app.include_router(pages.router)
+    pages.install(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -17,6 +17,7 @@ from atelier.service.uploads import (
     KINDS,
     confirm_upload,
     get_upload,
+    load_image,
     presign_upload,
     store_upload,
 )
@@ -81,6 +82,21 @@ def presign(services: ServicesDep, body: PresignIn) -> dict[str, object]:
 def confirm(services: ServicesDep, upload_id: str) -> dict[str, object]:
     """Check the file a browser uploaded with a presigned POST, as if it had come through the app."""
     return confirm_upload(services, upload_id).public()
+
+
+@router.get("/uploads/{upload_id}/image", response_class=Response, summary="An uploaded photo, as the painter sees it")
+def upload_image(services: ServicesDep, upload_id: str) -> Response:
+    """The photo (or painting) of an upload, scaled to the instant API's largest size: the
+    "before" of the before/after slider."""
+    from atelier.art.images import fit_longest
+
+    info = get_upload(services, upload_id)
+    if info.kind == "video" or not info.sha256:
+        raise ApiError(404, "not_found", "no picture for this upload")
+    image = load_image(services, info)
+    if max(image.size) > services.settings.instant_max_size:
+        image = fit_longest(image, services.settings.instant_max_size)
+    return Response(encode_image(image, format="JPEG", quality=90), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _stylize(

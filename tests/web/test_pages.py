@@ -1,0 +1,204 @@
+"""The HTML pages without a browser: language negotiation, both languages, forms that work
+without JavaScript, scripts only as files, the preview page behind the mailed token."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from atelier.service.context import Services
+from atelier.service.worker import Worker
+from atelier.store.db import Artwork, transaction
+from atelier.web.templating import STATIC_DIR
+
+from service_fixtures import install_test_style, microast_painter
+
+
+class Page(HTMLParser):
+    """The parts of a page these tests look at."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+        self.inline_script = False
+        self.inline_handlers: list[str] = []
+        self.style_attributes: list[str] = []
+        self.inputs: list[dict[str, str | None]] = []
+        self.labels: set[str] = set()
+        self.links: list[str] = []
+        self.lang: str | None = None
+        self._in_script = False
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "html":
+            self.lang = attributes.get("lang")
+        if tag == "script":
+            self.scripts.append(attributes)
+            self._in_script = True
+        self.inline_handlers += [name for name in attributes if name.startswith("on")]
+        if "style" in attributes:
+            self.style_attributes.append(tag)
+        if tag in ("input", "select", "textarea"):
+            self.inputs.append(attributes)
+        if tag == "label" and attributes.get("for"):
+            self.labels.add(attributes["for"] or "")
+        for name in ("href", "src"):
+            if attributes.get(name):
+                self.links.append(attributes[name] or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_script = True
+
+
+@pytest.fixture
+def commission_client(client: TestClient, services: Services, style_dir: Path) -> TestClient:
+    install_test_style(services, style_dir)
+    services.painter = microast_painter(services, steps=1)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("header", "location"),
+    [
+        ("es-ES,es;q=0.9,en;q=0.8", "/es/"),
+        ("en-GB,en;q=0.9,es;q=0.8", "/en/"),
+        ("en;q=0.3, es;q=0.7", "/es/"),
+        ("fr-FR,fr;q=0.9", "/en/"),
+        (None, "/en/"),
+    ],
+)
+def test_the_root_sends_visitors_to_their_language(client: TestClient, header: str | None, location: str) -> None:
+    headers = {"Accept-Language": header} if header else {}
+    response = client.get("/", headers=headers, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == location
+    assert "accept-language" in response.headers["vary"].lower()
+
+
+@pytest.mark.parametrize("path", ["/{lang}/", "/{lang}/commission"])
+@pytest.mark.parametrize(("lang", "heading"), [("en", "Turn a photo into a painting"), ("es", "Convierte una foto en un cuadro")])
+def test_pages_exist_in_both_languages_with_scripts_only_as_files(
+    commission_client: TestClient, path: str, lang: str, heading: str
+) -> None:
+    response = commission_client.get(path.format(lang=lang))
+    assert response.status_code == 200
+    assert response.headers["content-language"] == lang
+    page = Page(response.text)
+    assert page.lang == lang
+    assert not page.inline_script and not page.inline_handlers and not page.style_attributes
+    assert all(s.get("src", "").startswith("/static/") for s in page.scripts)
+    # Every form field a person fills has a label (hidden fields need none).
+    for field in page.inputs:
+        if field.get("type") not in ("hidden", "submit"):
+            assert field.get("id") in page.labels or field.get("aria-label"), field
+    # Every asset comes from this server.
+    assert not [link for link in page.links if link.startswith(("http://", "https://", "//"))]
+    if path == "/{lang}/":
+        assert heading in response.text
+
+
+def test_every_static_file_a_page_names_is_served(commission_client: TestClient) -> None:
+    for lang in ("en", "es"):
+        for path in ("/{}/", "/{}/commission"):
+            for link in Page(commission_client.get(path.format(lang)).text).links:
+                if link.startswith("/static/"):
+                    assert commission_client.get(link).status_code == 200, link
+    assert (STATIC_DIR / "js" / "instant.js").is_file()
+
+
+def test_the_instant_form_works_without_javascript(client: TestClient, photo_bytes: bytes) -> None:
+    response = client.post(
+        "/es/instant",
+        data={"style": "mosaic", "strength": "80"},
+        files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/es/?") and "style=mosaic" in location and "strength=80" in location
+    page = client.get(location)
+    assert page.status_code == 200
+    image = re.search(r'id="result-image" src="([^"]+)"', page.text)
+    assert image is not None
+    painted = client.get(image.group(1).replace("&amp;", "&"))
+    assert painted.status_code == 200 and painted.headers["content-type"] == "image/jpeg"
+    before = re.search(r'id="before-image" src="([^"]+)"', page.text)
+    assert before is not None and client.get(before.group(1)).status_code == 200
+
+
+def test_the_instant_form_with_a_broken_file_explains_in_the_page_language(client: TestClient) -> None:
+    response = client.post(
+        "/es/instant", data={"style": "candy"}, files={"photo": ("x.jpg", b"not a picture", "image/jpeg")}
+    )
+    assert response.status_code == 422
+    assert "No hemos podido leer esta imagen" in response.text
+
+
+def test_the_commission_form_works_without_javascript(
+    commission_client: TestClient, services: Services, photo_bytes: bytes
+) -> None:
+    response = commission_client.post(
+        "/en/commission",
+        data={"style": "starry-night", "email": "ana@example.com"},
+        files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    status_page = commission_client.get(response.headers["location"])
+    assert status_page.status_code == 200
+    assert "You are next" in status_page.text
+    assert 'http-equiv="refresh"' in status_page.text  # without scripts, the page refreshes itself
+    assert Worker(services, worker_id="w").run_once() == "done"
+    finished = commission_client.get(response.headers["location"])
+    assert "We have emailed you the link" in finished.text
+    assert 'http-equiv="refresh"' not in finished.text
+
+
+def test_a_commission_with_a_bad_email_keeps_what_was_typed(commission_client: TestClient, photo_bytes: bytes) -> None:
+    response = commission_client.post(
+        "/es/commission",
+        data={"style": "starry-night", "email": "ana@"},
+        files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
+    )
+    assert response.status_code == 422
+    assert "Esa dirección de correo no parece correcta" in response.text
+    assert 'value="ana@"' in response.text
+
+
+def test_the_preview_page_shows_the_artwork_behind_the_token(
+    commission_client: TestClient, services: Services, photo_bytes: bytes
+) -> None:
+    commission_client.post(
+        "/es/commission",
+        data={"style": "starry-night", "email": "ana@example.com"},
+        files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
+    )
+    Worker(services, worker_id="w").run_once()
+    with transaction(services.engine, read_only=True) as session:
+        token = session.scalars(select(Artwork.preview_token)).one()
+    page = commission_client.get(f"/es/a/{token}")
+    assert page.status_code == 200
+    assert "La noche estrellada" in page.text and "Vincent van Gogh" in page.text
+    assert f'src="/a/{token}/preview.jpg"' in page.text
+    assert page.headers["referrer-policy"] == "no-referrer"  # the token must not leak to other sites
+    missing = commission_client.get("/es/a/" + "x" * 32)
+    assert missing.status_code == 404 and "Aquí no hay nada" in missing.text
+
+
+def test_unknown_pages_answer_a_friendly_404(client: TestClient) -> None:
+    response = client.get("/fr/")
+    assert response.status_code == 404
+    assert "Nothing here" in response.text
+    assert client.get("/en/artworks/" + "0" * 32).status_code == 404
