@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,12 @@ from atelier.art.adain import (
 )
 from atelier.art.engine import StyleEngine
 from atelier.art.errors import ArtError, ImageError, ModelError
-from atelier.art.images import to_tensor
+from atelier.art.images import to_pil, to_tensor
 from atelier.art.progress import Progress
 from atelier.art.vgg import VGGEncoder
+
+Official = tuple[AdaIN, nn.Sequential, nn.Sequential]  # our engine, the reference vgg and decoder
+Pictures = dict[str, torch.Tensor]
 
 # -- the reference, written here from naoto0804/pytorch-AdaIN's published definitions -------------
 
@@ -43,7 +47,7 @@ def ref_adain(content_feat: torch.Tensor, style_feat: torch.Tensor) -> torch.Ten
     return normalized * style_std.expand(size) + style_mean.expand(size)
 
 
-def ref_style_transfer(vgg, decoder, content, style, alpha=1.0, interpolation_weights=None):  # noqa: ANN001, ANN201
+def ref_style_transfer(vgg, decoder, content, style, alpha=1.0, interpolation_weights=None):  # noqa: ANN
     """test.py ``style_transfer``: content is expanded to the batch of styles when interpolating."""
     content_f = vgg(content)
     style_f = vgg(style)
@@ -138,7 +142,7 @@ def test_adaptive_instance_norm_follows_the_formula() -> None:
 
 
 @pytest.fixture(scope="module")
-def official_random() -> tuple[AdaIN, nn.Sequential, nn.Sequential]:
+def official_random() -> Official:
     """A random full VGG and a random official-layout decoder, as our engine and as the reference."""
     torch.manual_seed(0)
     encoder = VGGEncoder.random(seed=11)
@@ -161,14 +165,18 @@ def _random_images(seed: int, count: int, height: int = 48, width: int = 64) -> 
     generator = torch.Generator().manual_seed(seed)
     # smooth-ish random pictures: upsampled noise, so the statistics are not all alike
     return [
-        nn.functional.interpolate(torch.rand(1, 3, height // 8, width // 8, generator=generator), size=(height, width), mode="bilinear")
+        nn.functional.interpolate(
+            torch.rand(1, 3, height // 8, width // 8, generator=generator),
+            size=(height, width),
+            mode="bilinear",
+        )
         * torch.rand(1, 3, 1, 1, generator=generator)
         + 0.1 * torch.rand(1, 3, height, width, generator=generator)
         for _ in range(count)
     ]
 
 
-def test_official_decoder_layout_is_recognised(official_random: tuple[AdaIN, nn.Sequential, nn.Sequential]) -> None:
+def test_official_decoder_layout_is_recognised(official_random: Official) -> None:
     engine, _, ref_dec = official_random
     assert engine.level == "relu4_1" and engine.multiple == 8
     assert engine.decoder.layout == "adain-decoder"
@@ -179,7 +187,7 @@ def test_official_decoder_layout_is_recognised(official_random: tuple[AdaIN, nn.
 
 @pytest.mark.parametrize("alpha", [1.0, 0.6])
 def test_single_style_matches_the_reference(
-    official_random: tuple[AdaIN, nn.Sequential, nn.Sequential], alpha: float
+    official_random: Official, alpha: float
 ) -> None:
     engine, vgg, dec = official_random
     content, style = _random_images(1, 2)
@@ -195,7 +203,7 @@ def test_single_style_matches_the_reference(
     torch.testing.assert_close(feat, ref_feat, rtol=1e-4, atol=1e-3)
 
 
-def test_style_interpolation_matches_the_reference(official_random: tuple[AdaIN, nn.Sequential, nn.Sequential]) -> None:
+def test_style_interpolation_matches_the_reference(official_random: Official) -> None:
     engine, vgg, dec = official_random
     content, style_a, style_b = _random_images(2, 3)
     weights = [1, 3]  # test.py normalises them: 0.25, 0.75
@@ -208,7 +216,7 @@ def test_style_interpolation_matches_the_reference(official_random: tuple[AdaIN,
     assert (expected.clamp(0, 1) - ours).abs().max().item() < 2e-4
 
 
-def test_preserve_color_matches_the_references_coral_path(official_random: tuple[AdaIN, nn.Sequential, nn.Sequential]) -> None:
+def test_preserve_color_matches_the_references_coral_path(official_random: Official) -> None:
     engine, vgg, dec = official_random
     content, style = _random_images(3, 2)
     with torch.no_grad():
@@ -218,7 +226,7 @@ def test_preserve_color_matches_the_references_coral_path(official_random: tuple
     assert (expected.clamp(0, 1) - ours).abs().max().item() < 5e-4
 
 
-def test_mask_matches_test_lua_spatial_control(official_random: tuple[AdaIN, nn.Sequential, nn.Sequential]) -> None:
+def test_mask_matches_test_lua_spatial_control(official_random: Official) -> None:
     """Foreground pixels get style 0 and background style 1, each AdaIN'd on its own region."""
     engine, vgg, dec = official_random
     content, fg_style, bg_style = _random_images(4, 3)
@@ -239,7 +247,7 @@ def test_mask_matches_test_lua_spatial_control(official_random: tuple[AdaIN, nn.
     assert (expected.clamp(0, 1) - ours).abs().max().item() < 2e-4
 
 
-def test_the_engine_is_a_style_engine(official_random: tuple[AdaIN, nn.Sequential, nn.Sequential]) -> None:
+def test_the_engine_is_a_style_engine(official_random: Official) -> None:
     engine = official_random[0]
     assert isinstance(engine, StyleEngine) and engine.name == "adain"
 
@@ -314,7 +322,7 @@ def pictures(content_dir: Path, style_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def results(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def results(engine: AdaIN, pictures: Pictures) -> dict[str, torch.Tensor]:
     dog, brad = pictures["dog"], pictures["brad"]
     starry, mondrian = engine.encode_style(pictures["starry"]), engine.encode_style(pictures["mondrian"])
     dog_f, brad_f = engine.encode_content(dog), engine.encode_content(brad)
@@ -331,8 +339,9 @@ def results(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> dict[str, torch
         "brad_mondrian": engine.decode(brad_f, [mondrian]),
         "brad_starry_keep_colour": engine.stylize(brad, [pictures["starry"]], preserve_color=True),
     }
-    for name, image in out.items():  # for looking at (not committed, not compared)
-        Image.fromarray(image[0].mul(255).round().byte().permute(1, 2, 0).numpy()).save(f"/tmp/atelier_adain_{name}.png")
+    save_to = os.environ.get("ATELIER_TEST_OUTPUT_DIR")  # to look at the pictures
+    for name, image in out.items() if save_to else ():
+        to_pil(image).save(Path(save_to) / f"adain_{name}.png")
     return out
 
 
@@ -360,7 +369,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("photo,style", [("dog", "starry"), ("brad", "starry"), ("dog", "mondrian")])
 def test_real_weights_move_colour_and_texture_towards_the_style(
-    engine: AdaIN, pictures: dict[str, torch.Tensor], results: dict[str, torch.Tensor], photo: str, style: str
+    engine: AdaIN, pictures: Pictures, results: Pictures, photo: str, style: str
 ) -> None:
     content, painting, out = pictures[photo], pictures[style], results[f"{photo}_{style}"]
     assert out.shape == content.shape and 0 <= out.min() and out.max() <= 1
@@ -371,18 +380,18 @@ def test_real_weights_move_colour_and_texture_towards_the_style(
     assert _psnr(out, content) < 22  # it is not the photo any more
 
 
-def test_alpha_zero_is_a_reconstruction_of_the_photo(pictures: dict[str, torch.Tensor], results: dict[str, torch.Tensor]) -> None:
+def test_alpha_zero_is_a_reconstruction_of_the_photo(pictures: Pictures, results: Pictures) -> None:
     assert _psnr(results["dog_alpha0"], pictures["dog"]) > 24  # README: ~25.7 dB at 512 px; 25.2 here
 
 
-def test_alpha_between_lies_between(pictures: dict[str, torch.Tensor], results: dict[str, torch.Tensor]) -> None:
+def test_alpha_between_lies_between(pictures: Pictures, results: Pictures) -> None:
     target = _colour(pictures["starry"])
     distances = [(_colour(results[k]) - target).norm() for k in ("dog_alpha0", "dog_alpha_half", "dog_starry")]
     assert distances[0] > distances[1] > distances[2]
 
 
 def test_two_style_interpolation_lies_between_the_single_styles(
-    engine: AdaIN, pictures: dict[str, torch.Tensor], results: dict[str, torch.Tensor]
+    engine: AdaIN, pictures: Pictures, results: Pictures
 ) -> None:
     a, b, mix = _colour(results["dog_starry"]), _colour(results["dog_mondrian"]), _colour(results["dog_mix"])
     direction = b - a
@@ -397,7 +406,7 @@ def test_two_style_interpolation_lies_between_the_single_styles(
     assert (only_a - results["dog_starry"]).abs().max() < 1e-5
 
 
-def test_mask_paints_each_region_in_its_own_style(results: dict[str, torch.Tensor]) -> None:
+def test_mask_paints_each_region_in_its_own_style(results: Pictures) -> None:
     masked, starry, mondrian = results["dog_masked"], results["dog_starry"], results["dog_mondrian"]
     w = masked.shape[-1]
     margin = 24  # keep away from the seam
@@ -409,7 +418,7 @@ def test_mask_paints_each_region_in_its_own_style(results: dict[str, torch.Tenso
     assert (_colour(masked[left]) - _colour(masked[right])).norm() > 0.1
 
 
-def test_preserve_color_keeps_the_photos_mean_colour(pictures: dict[str, torch.Tensor], results: dict[str, torch.Tensor]) -> None:
+def test_preserve_color_keeps_the_photos_mean_colour(pictures: Pictures, results: Pictures) -> None:
     photo_mean = pictures["brad"].mean((2, 3))
     assert (results["brad_starry_keep_colour"].mean((2, 3)) - photo_mean).abs().max() < 0.04  # 0.02
     assert (results["brad_starry"].mean((2, 3)) - photo_mean).abs().max() > 0.15  # 0.28 without
@@ -417,7 +426,7 @@ def test_preserve_color_keeps_the_photos_mean_colour(pictures: dict[str, torch.T
 
 @pytest.mark.parametrize("height,width", [(131, 257), (257, 131), (65, 66)])
 def test_output_has_the_photos_exact_size(
-    engine: AdaIN, pictures: dict[str, torch.Tensor], height: int, width: int
+    engine: AdaIN, pictures: Pictures, height: int, width: int
 ) -> None:
     photo = nn.functional.interpolate(pictures["brad"], size=(height, width), mode="bilinear", antialias=True)
     out = engine.stylize(photo, pictures["small_starry"], alpha=0.0)
@@ -425,9 +434,11 @@ def test_output_has_the_photos_exact_size(
     assert _psnr(out, photo) > 22  # the padded border was cropped off, not squeezed in
 
 
-def test_a_batch_of_two_equals_two_singles(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> None:
+def test_a_batch_of_two_equals_two_singles(engine: AdaIN, pictures: Pictures) -> None:
     dog = pictures["small_dog"]
-    brad = nn.functional.interpolate(pictures["small_brad"], size=dog.shape[-2:], mode="bilinear", antialias=True)
+    brad = nn.functional.interpolate(
+        pictures["small_brad"], size=dog.shape[-2:], mode="bilinear", antialias=True
+    )
     styles = [pictures["small_starry"], pictures["small_mondrian"]]
     batch = engine.stylize(torch.cat([dog, brad]), styles, style_weights=[2, 1], alpha=0.8)
     for i, photo in enumerate((dog, brad)):
@@ -456,7 +467,7 @@ def test_pil_in_pil_out_and_progress(engine: AdaIN, content_dir: Path, style_dir
     assert diff[..., :40].mean() > 3 * diff[..., 60:].mean()
 
 
-def test_one_style_with_a_mask_keeps_the_photo_outside_it(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> None:
+def test_one_style_with_a_mask_keeps_the_photo_outside_it(engine: AdaIN, pictures: Pictures) -> None:
     dog = engine.encode_content(pictures["small_dog"])
     starry = engine.encode_style(pictures["small_starry"])
     nothing = engine.decode(dog, [starry], mask=torch.zeros(dog.size))
@@ -471,7 +482,7 @@ def test_one_style_with_a_mask_keeps_the_photo_outside_it(engine: AdaIN, picture
     assert (partly[..., : w // 2 - 16] - nothing[..., : w // 2 - 16]).abs().mean() > 0.05
 
 
-def test_bad_parameters_are_refused_in_words(engine: AdaIN, pictures: dict[str, torch.Tensor]) -> None:
+def test_bad_parameters_are_refused_in_words(engine: AdaIN, pictures: Pictures) -> None:
     dog, starry = pictures["dog"], pictures["starry"]
     features = engine.encode_content(dog)
     stats = engine.encode_style(starry)
@@ -504,7 +515,7 @@ def test_half_precision_statistics_do_not_overflow() -> None:
 
 
 @pytest.mark.slow  # bfloat16 convolutions take torch's slow path on this CPU (about 50x fp32)
-def test_a_bfloat16_engine_paints_the_same_picture(models_dir: Path, pictures: dict[str, torch.Tensor]) -> None:
+def test_a_bfloat16_engine_paints_the_same_picture(models_dir: Path, pictures: Pictures) -> None:
     engine = load_adain(
         vgg=models_dir / "vgg" / "vgg_normalised_conv3_1.pth",
         decoder=models_dir / "vgg" / "feature_invertor_conv3_1.pth",

@@ -11,6 +11,8 @@ from PIL import Image
 from atelier.art.color import coral, luminance, match_luminance, preserve_colors
 from atelier.art.images import to_tensor
 
+Pair = tuple[torch.Tensor, torch.Tensor]  # a photo and a painting, (3, 72, 96) each
+
 
 def reference_coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """naoto0804/pytorch-AdaIN function.py ``coral`` for (3, H, W), written from its definition."""
@@ -39,14 +41,14 @@ def colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def photo_and_painting(content_dir: Path, style_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def photo_and_painting(content_dir: Path, style_dir: Path) -> Pair:
     def load(path: Path, size: tuple[int, int]) -> torch.Tensor:
         return to_tensor(Image.open(path).convert("RGB").resize(size, Image.BILINEAR))[0]
 
     return load(content_dir / "dog.jpg", (96, 72)), load(style_dir / "starry_night.jpg", (96, 72))
 
 
-def test_coral_matches_the_reference_on_equal_sizes(photo_and_painting: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_coral_matches_the_reference_on_equal_sizes(photo_and_painting: Pair) -> None:
     photo, painting = photo_and_painting
     ours = coral(painting, photo)
     theirs = reference_coral(painting.double(), photo.double()).float()
@@ -55,7 +57,7 @@ def test_coral_matches_the_reference_on_equal_sizes(photo_and_painting: tuple[to
 
 
 def test_coral_gives_the_source_the_targets_colour_mean_and_covariance(
-    photo_and_painting: tuple[torch.Tensor, torch.Tensor],
+    photo_and_painting: Pair,
 ) -> None:
     photo, painting = photo_and_painting
     small_photo = photo[:, :40, :50]  # a different pixel count from the painting
@@ -71,7 +73,7 @@ def test_coral_gives_the_source_the_targets_colour_mean_and_covariance(
 
 
 def test_coral_keeps_batches_and_broadcasts_a_single_source(
-    photo_and_painting: tuple[torch.Tensor, torch.Tensor],
+    photo_and_painting: Pair,
 ) -> None:
     photo, painting = photo_and_painting
     targets = torch.stack([photo, photo.flip(0)])  # two photos with swapped colours
@@ -115,7 +117,7 @@ def test_preserve_colors_keeps_the_luma_of_the_result_and_the_chroma_of_the_phot
 
 
 def test_match_luminance_moves_the_style_luma_to_the_photos_statistics(
-    photo_and_painting: tuple[torch.Tensor, torch.Tensor],
+    photo_and_painting: Pair,
 ) -> None:
     photo, painting = photo_and_painting
     out = match_luminance(painting, photo[:, :50, :60])

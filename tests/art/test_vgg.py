@@ -117,7 +117,8 @@ def test_layer_zero_maps_rgb_to_caffe_bgr_minus_the_mean(vgg_dir: Path) -> None:
 
 def test_asking_relu4_1_of_the_conv3_1_file_names_the_fix(vgg_dir: Path) -> None:
     encoder = load_vgg(vgg_dir / "vgg_normalised_conv3_1.pth")
-    with pytest.raises(ModelError, match=r"relu4_1 needs the full vgg_normalised\.pth.*atelier models download adain"):
+    fix = r"relu4_1 needs the full vgg_normalised\.pth.*atelier models download adain"
+    with pytest.raises(ModelError, match=fix):
         encoder(torch.rand(1, 3, 32, 32), layers=["relu2_1", "relu4_1"])
     with pytest.raises(ModelError, match="atelier models download adain"):
         load_vgg(vgg_dir / "vgg_normalised_conv3_1.pth", up_to="relu4_1")
@@ -174,7 +175,8 @@ def test_channels_last_gives_the_same_features() -> None:
 def test_layer_tables() -> None:
     assert layer_index("relu4_1") == 30 and layer_index("relu5_4") == 52
     assert layer_channels("relu3_1") == 256 and layer_channels("conv5_4") == 512
-    assert [layer_downsampling(n) for n in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")] == [1, 2, 4, 8, 16]
+    levels = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    assert [layer_downsampling(n) for n in levels] == [1, 2, 4, 8, 16]
     assert LAYER_NAMES[0] == "conv1_1" and LAYER_NAMES[-1] == "relu5_4"
     with pytest.raises(KeyError, match="unknown VGG layer"):
         layer_index("relu6_1")

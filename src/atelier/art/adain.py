@@ -179,7 +179,8 @@ class Decoder(nn.Module):
         with torch.no_grad():
             for index, c_in, _ in convs:
                 conv = decoder.get_submodule(str(index))
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / (9 * c_in)) ** 0.5)
+                he_std = (2.0 / (9 * c_in)) ** 0.5
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * he_std)
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.01)
         return decoder
 
@@ -194,9 +195,14 @@ def _check_conv_chain(convs: Sequence[tuple[int, int, int]]) -> None:
         )
     for (index, _, c_out), (next_index, next_in, _) in zip(convs, convs[1:]):
         if next_index - index not in (3, 4):
-            raise ModelError(f"the decoder weights have an unknown layer between {index} and {next_index}")
+            raise ModelError(
+                f"the decoder weights have an unknown layer between {index} and {next_index}"
+            )
         if c_out != next_in:
-            raise ModelError(f"the decoder's layer {index} gives {c_out} channels, layer {next_index} takes {next_in}")
+            raise ModelError(
+                f"the decoder's layer {index} gives {c_out} channels, "
+                f"layer {next_index} takes {next_in}"
+            )
     if convs[-1][2] != 3:
         raise ModelError(f"the decoder ends with {convs[-1][2]} channels, not RGB")
 
@@ -312,7 +318,9 @@ class AdaIN:
             features = self.encoder.encode(padded, self.level)
         return ContentFeatures(features=features, size=size)
 
-    def encode_style(self, style: torch.Tensor, *, color_of: torch.Tensor | None = None) -> StyleStatistics:
+    def encode_style(
+        self, style: torch.Tensor, *, color_of: torch.Tensor | None = None
+    ) -> StyleStatistics:
         """Statistics of a style picture (1, 3, h, w) in 0..1, any size.
 
         With ``color_of`` (photos, (N, 3, H, W)), the style is first recoloured to each photo's
@@ -450,7 +458,9 @@ class AdaIN:
         if image.dim() == 3:
             image = image.unsqueeze(0)
         if image.dim() != 4 or image.shape[1] != 3:
-            raise ImageError(f"the {what} image must be RGB, shaped (N, 3, H, W); got {tuple(image.shape)}")
+            raise ImageError(
+                f"the {what} image must be RGB, shaped (N, 3, H, W); got {tuple(image.shape)}"
+            )
         height, width = image.shape[-2:]
         # Every reflection pad in the network needs at least 2 pixels at the deepest level.
         smallest = self.multiple + 1
@@ -518,14 +528,16 @@ class AdaIN:
         padded, _ = pad_to_multiple(mask, self.multiple, mode="replicate")
         weights = F.avg_pool2d(padded, self.multiple) if self.multiple > 1 else padded
         if tuple(weights.shape[-2:]) != tuple(feature_size):  # pragma: no cover - by construction
-            raise AssertionError(f"mask cells {tuple(weights.shape[-2:])} != features {tuple(feature_size)}")
+            raise AssertionError(f"mask {tuple(weights.shape)} != features {tuple(feature_size)}")
         channels = weights.shape[1]
         if channels == 1 and len(styles) == 2:
             return [(weights, styles[0]), (1.0 - weights, styles[1])]
         if channels == 1 and len(styles) != 1:
             raise ArtError(f"a one-channel mask takes one or two styles, got {len(styles)}")
         if channels != len(styles):
-            raise ArtError(f"the mask has {channels} channels for {len(styles)} styles; give one per style")
+            raise ArtError(
+                f"the mask has {channels} channels for {len(styles)} styles; give one per style"
+            )
         # Weights summing to more than 1 are normalised; what is left below 1 keeps the photo.
         total = weights.sum(dim=1, keepdim=True)
         weights = weights / total.clamp_min(1.0)
@@ -564,7 +576,9 @@ def load_adain(
         enc = load_vgg(vgg, up_to=dec.level, device="cpu")
     except ModelError as exc:
         if "needs the full" in str(exc):
-            raise ModelError(f"the decoder {Path(decoder).name} works on {dec.level} features: {exc}") from exc
+            raise ModelError(
+                f"the decoder {Path(decoder).name} works on {dec.level} features: {exc}"
+            ) from exc
         raise
     engine = AdaIN(enc, dec)
     log.info("AdaIN at %s (%s)", dec.level, dec.layout)

@@ -38,7 +38,9 @@ def _sqrt_and_inverse_sqrt(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return root, inverse_root
 
 
-def _normalised_channels(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _normalised_channels(
+    image: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flattened (N, 3, P) channels standardised per channel, their mean, std and correlation."""
     flat = image.reshape(image.shape[0], 3, -1).double()
     count = flat.shape[-1]
@@ -90,7 +92,9 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
     return (image * weights.view(shape)).sum(dim=channel_dim, keepdim=True)
 
 
-def preserve_colors(stylized: torch.Tensor, content: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+def preserve_colors(
+    stylized: torch.Tensor, content: torch.Tensor, *, clamp: bool = True
+) -> torch.Tensor:
     """The stylized image's luminance with the content's chroma (luminance-only transfer).
 
     Gatys et al. 2016 do it in YIQ: take Y from the stylized image and I, Q from the photo. In

@@ -44,7 +44,7 @@ _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
 class _Layer:
     index: int  # Sequential index in the official layout
     kind: str  # "conv1x1" | "pad" | "conv" | "relu" | "pool"
-    name: str | None  # tap name, for convs and ReLUs
+    name: str | None  # tap name (convs, ReLUs, pools); None for pads
     in_channels: int = 0
     out_channels: int = 0
     pools_before: int = 0  # max-pools between the input and this layer
@@ -74,7 +74,7 @@ _BY_NAME: dict[str, _Layer] = {layer.name: layer for layer in LAYOUT if layer.na
 # Every name a caller may ask ``forward`` for, in network order.
 LAYER_NAMES: tuple[str, ...] = tuple(name for name in _BY_NAME if name != "preprocess")
 RELU_NAMES: tuple[str, ...] = tuple(name for name in LAYER_NAMES if name.startswith("relu"))
-_PARAM_INDICES: tuple[int, ...] = tuple(l.index for l in LAYOUT if l.kind in ("conv1x1", "conv"))
+_PARAM_INDICES: tuple[int, ...] = tuple(x.index for x in LAYOUT if x.kind in ("conv1x1", "conv"))
 
 
 def layer_index(name: str) -> int:
@@ -293,7 +293,9 @@ def read_state_dict(path: str | Path, *, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged or foreign file: pickle, zip and torch errors alike
-        raise ModelError(f"{what} weights at {path} could not be read ({exc.__class__.__name__}: {exc})") from exc
+        raise ModelError(
+            f"{what} weights at {path} could not be read ({exc.__class__.__name__}: {exc})"
+        ) from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{what} weights at {path} are not a state dict of tensors")
     return dict(state)
