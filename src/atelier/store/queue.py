@@ -336,6 +336,21 @@ class _SQL:
                 status=JobStatus.CANCELLED, lease_expires_at=None, finished_at=now, updated_at=now
             )
         )
+        # Added for the operator view (/admin, atelier.web.admin): run a finished job again
+        # (attempts start over), and move a waiting job up or down the line.
+        self.requeue = (
+            update(jobs)
+            .where(j.id == job_id, j.status.in_([JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED]))
+            .values(
+                status=JobStatus.QUEUED, attempts=0, run_at=now, lease_owner=None,
+                lease_expires_at=None, finished_at=None, updated_at=now,
+            )
+        )
+        self.set_priority = (
+            update(jobs)
+            .where(j.id == job_id, j.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            .values(priority=bindparam("priority_", type_=Integer()), updated_at=now)
+        )
         self.expired = select(jobs).where(expired).order_by(j.id)
         self.requeue_expired = (
             update(jobs)
@@ -708,6 +723,23 @@ class JobQueue:
         heartbeat (the fence refuses it). False if the job had already finished."""
         with self.engine.begin() as conn:
             result = conn.execute(self._sql.cancel, {"job_id": job_id, **self._sql.times()})
+            return result.rowcount == 1
+
+    def requeue(self, job_id: int) -> bool:
+        """Queue a failed, dead or cancelled job again, now, with its attempts starting over.
+        False if the job is not in one of those states."""
+        with self.engine.begin() as conn:
+            result = conn.execute(self._sql.requeue, {"job_id": job_id, **self._sql.times()})
+        if result.rowcount == 1 and self.sqlite:
+            _notify_local()
+        return result.rowcount == 1
+
+    def set_priority(self, job_id: int, priority: int) -> bool:
+        """Change a waiting (or running) job's priority; higher runs first. False if finished."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                self._sql.set_priority, {"job_id": job_id, "priority_": int(priority), **self._sql.times()}
+            )
             return result.rowcount == 1
 
     def expired(self) -> list[JobInfo]:

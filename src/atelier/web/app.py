@@ -122,13 +122,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(instant_api.router)
     app.include_router(blobs.router)
-    from atelier.web import api_docs, artworks_api, pages
+    from atelier.web import admin, api_docs, artworks_api, pages
 
     app.include_router(api_docs.router)
     app.include_router(artworks_api.router)
-    admin = _optional("atelier.web.admin")
-    if admin is not None:
-        app.include_router(admin.router)
+    app.include_router(admin.router)
     app.include_router(pages.router)
     pages.install(app)
     if STATIC_DIR.is_dir():
@@ -138,17 +136,6 @@ def create_app(
     app.add_middleware(SecurityHeaders, csp=content_security_policy(_extra_origins(settings)))
     app.add_middleware(RequestMetrics, metrics=_MetricsProxy(app))
     return app
-
-
-def _optional(name: str):  # type: ignore[no-untyped-def]
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
 
 
 class _MetricsProxy:

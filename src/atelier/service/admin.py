@@ -1,0 +1,172 @@
+"""What the operator view shows and does: the queue (cancel, retry, priority), recent artworks,
+workers and their heartbeats, failures with their errors, the outbox.
+
+Access is a shared secret, ATELIER_ADMIN_TOKEN, compared in constant time; the web layer turns
+a correct token into a signed, short-lived session cookie (:func:`session_value`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import desc, func, select
+
+from atelier.service.context import Services
+from atelier.store.db import Artwork, Job, JobStatus, OutboxEmail, transaction
+
+#: How long an operator's session lasts.
+SESSION_SECONDS = 8 * 3600
+
+
+def check_token(services: Services, given: str | None) -> bool:
+    """Whether ``given`` is the admin token (constant time). Always False when none is set."""
+    expected = services.settings.admin_token
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(hashlib.sha256(expected.encode()).digest(), hashlib.sha256(given.encode()).digest())
+
+
+def _signature(services: Services, expires: int) -> str:
+    token = services.settings.admin_token or ""
+    # Bound to the token too: changing ATELIER_ADMIN_TOKEN ends every session.
+    message = f"admin:{expires}:{hashlib.sha256(token.encode()).hexdigest()}".encode()
+    return hmac.new(services.secret, message, hashlib.sha256).hexdigest()
+
+
+def session_value(services: Services, *, now: float | None = None) -> str:
+    """A cookie value proving a correct token was given, valid for SESSION_SECONDS."""
+    expires = int((now or time.time()) + SESSION_SECONDS)
+    return f"{expires}.{_signature(services, expires)}"
+
+
+def check_session(services: Services, value: str | None, *, now: float | None = None) -> bool:
+    if not services.settings.admin_token or not value or "." not in value:
+        return False
+    expires_text, _, signature = value.partition(".")
+    try:
+        expires = int(expires_text)
+    except ValueError:
+        return False
+    if expires < (now or time.time()):
+        return False
+    return hmac.compare_digest(_signature(services, expires), signature)
+
+
+@dataclass(frozen=True)
+class Overview:
+    queue: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    artworks: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+    outbox: dict[str, int]
+    dead_mails: list[dict[str, Any]]
+
+
+def _age(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return ""
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def _job_row(job: Job, now: datetime) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "priority": job.priority,
+        "attempts": f"{job.attempts}/{job.max_attempts}",
+        "progress": round(float(job.progress) * 100),
+        "worker": job.lease_owner or "",
+        "age": _age(job.created_at, now),
+        "updated": _age(job.updated_at, now),
+        "error": job.last_error or "",
+        "can_cancel": job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
+        "can_retry": job.status in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED),
+    }
+
+
+def overview(services: Services, *, status: str | None = None, limit: int = 50) -> Overview:
+    """Everything the admin page shows."""
+    from atelier.store.db import utcnow
+
+    now = utcnow()
+    stats = services.queue.stats()
+    with transaction(services.engine, read_only=True) as session:
+        query = select(Job).order_by(desc(Job.id)).limit(limit)
+        if status in JobStatus.ALL:
+            query = query.where(Job.status == status)
+        jobs = [_job_row(j, now) for j in session.scalars(query)]
+        failures = [
+            _job_row(j, now)
+            for j in session.scalars(
+                select(Job).where(Job.status.in_([JobStatus.FAILED, JobStatus.DEAD])).order_by(desc(Job.updated_at)).limit(20)
+            )
+        ]
+        artworks = [
+            {
+                "id": a.public_id,
+                "style": a.style,
+                "status": a.status,
+                "email": a.owner_email,
+                "locale": a.locale,
+                "age": _age(a.created_at, now),
+                "job_id": a.job_id,
+            }
+            for a in session.scalars(select(Artwork).order_by(desc(Artwork.id)).limit(20))
+        ]
+        outbox = {s: int(n) for s, n in session.execute(select(OutboxEmail.status, func.count()).group_by(OutboxEmail.status))}
+        dead_mails = [
+            {"id": m.id, "to": m.to_addr, "subject": m.subject, "attempts": m.attempts, "error": m.last_error or ""}
+            for m in session.scalars(select(OutboxEmail).where(OutboxEmail.status == "dead").order_by(desc(OutboxEmail.id)).limit(10))
+        ]
+    workers = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "kinds": ", ".join(w.kinds or ["all"]),
+            "seen": _age(w.last_seen_at, now),
+            "stale": (now - w.last_seen_at) > timedelta(minutes=2),
+            "job": w.current_job_id,
+        }
+        for w in services.queue.workers()
+    ]
+    queue = {
+        "by_status": stats.by_status(),
+        "by_kind": stats.counts,
+        "oldest": _age(now - timedelta(seconds=stats.oldest_queued_age), now) if stats.oldest_queued_age else "",
+        "expired_leases": stats.expired_leases,
+    }
+    return Overview(queue=queue, jobs=jobs, failures=failures, artworks=artworks, workers=workers, outbox=outbox, dead_mails=dead_mails)
+
+
+def cancel_job(services: Services, job_id: int) -> bool:
+    return services.queue.cancel(job_id)
+
+
+def retry_job(services: Services, job_id: int) -> bool:
+    """Run a failed, dead or cancelled job again; its artwork goes back to "queued"."""
+    ok = services.queue.requeue(job_id)
+    if ok:
+        with transaction(services.engine) as session:
+            for artwork in session.scalars(select(Artwork).where(Artwork.job_id == job_id)):
+                if artwork.status == "failed":
+                    artwork.status = "queued"
+    return ok
+
+
+def set_priority(services: Services, job_id: int, priority: int) -> bool:
+    return services.queue.set_priority(job_id, max(-1000, min(1000, priority)))
