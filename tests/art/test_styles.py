@@ -233,6 +233,11 @@ def test_import_copies_a_folder_of_styles_and_skips_existing_ones(style_dir: Pat
 # ----------------------------------------------------------------------------- download
 
 
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        pass
+
+
 @pytest.fixture
 def server(style_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A loopback HTTP server over a folder holding the shared paintings and a text file."""
@@ -241,8 +246,7 @@ def server(style_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     for name in ("starry_night.jpg", "udnie.jpg"):
         (root / name).write_bytes((style_dir / name).read_bytes())
     (root / "error.jpg").write_text("<html>not found</html>")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    handler = functools.partial(_Quiet, directory=str(root))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
