@@ -85,3 +85,39 @@ def microast_painter(services: Any, *, steps: int = 3, delay: float = 0.0) -> An
         return watermark(picture, text="ATELIER PREVIEW", opacity=0.5)
 
     return paint
+
+
+def add_catalog_style(settings: Settings, style_dir: Path, *, passes: str = "48x4,96x4", name: str = "starry_night") -> Any:
+    """Put The Starry Night in the settings' style catalog with a tiny Gatys recipe (two passes
+    of a few iterations), as `atelier styles add` would: the real commission painter, at a cost
+    fit for tests."""
+    from atelier.art.styles import StyleRecipe, add_style
+
+    return add_style(
+        style_dir / "starry_night.jpg",
+        name=name,
+        styles_dir=settings.styles_path,
+        titles={"en": "The Starry Night", "es": "La noche estrellada"},
+        artist="Vincent van Gogh",
+        recipe=StyleRecipe(base="auto", passes=passes),
+    )
+
+
+def tiny_clip(path: Path, photo: Path, *, frames: int = 8, width: int = 96, height: int = 64, fps: int = 12) -> Path:
+    """A short H.264 clip panning across ``photo``: a real video, small enough to paint fast."""
+    import av
+    import numpy as np
+
+    with Image.open(photo) as image:
+        source = np.asarray(image.convert("RGB").resize((width + 4 * frames, height + 2 * frames)))
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for i in range(frames):
+        frame = np.ascontiguousarray(source[2 * i : 2 * i + height, 4 * i : 4 * i + width])
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path

@@ -12,7 +12,7 @@ derived from any id; the status page uses the artwork's random public id. Lookup
 through the unique index and are then compared in constant time.
 
 Painting itself is :func:`atelier.service.painting.render_commission` (the Gatys recipes);
-:attr:`Services.painter` replaces it where a test wants to.
+``Services.painter`` replaces it where a test wants something quicker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from atelier.art.errors import ArtError
 from atelier.art.images import encode_image
-from atelier.art.progress import ProgressCallback
+from atelier.art.progress import Progress, ProgressCallback
 from atelier.service import i18n
 from atelier.service.context import Services
 from atelier.service.mail import queue_mail
@@ -277,11 +277,45 @@ def preview_link(services: Services, token: str, locale: str) -> str:
 # the worker's side
 
 
-def default_painter(photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback) -> Image.Image:
-    """The Gatys recipe of the style, scaled to ``max_size``, finished and watermarked."""
-    from atelier.service.painting import render_commission  # type: ignore[attr-defined]
+#: Iterations between two intermediate pictures of a painting (the worker stores one every
+#: couple of seconds at most, whatever the engine sends).
+PREVIEW_EVERY = 10
 
-    return render_commission(photo, style.source, max_size=max_size, progress=progress)
+
+def default_painter(services: Services) -> CommissionPainter:
+    """The style's Gatys recipe, its last pass at most ``max_size`` pixels (every pass scaled
+    with it), finished and watermarked: :func:`atelier.service.painting.render_commission`."""
+
+    def paint(photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback) -> Image.Image:
+        from atelier.service.painting import render_commission
+
+        return render_commission(
+            photo,
+            style.source,
+            max_size=max_size,
+            models_dir=services.settings.models_path,
+            device=services.loader.device,
+            preview_every=PREVIEW_EVERY,
+            progress=progress,
+        )
+
+    return paint
+
+
+def watermarked_previews(progress: ProgressCallback, style: StyleEntry) -> ProgressCallback:
+    """``progress`` with every intermediate picture watermarked like the preview: the status
+    page shows the painting as it grows, and must not hand out an unmarked copy of it."""
+    from atelier.art.finish import Watermark
+
+    source = style.source
+    mark = getattr(getattr(source, "finish", None), "watermark", None) or Watermark(text="Atelier", opacity=0.4, scale=0.22)
+
+    def report(p: Progress) -> None:
+        if p.preview is not None:
+            p = replace(p, preview=mark.apply(p.preview))
+        progress(p)
+
+    return report
 
 
 @job_handler(PREVIEW_JOB)
@@ -308,8 +342,9 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
             raise PermanentJobError("the photo of this artwork is gone")
         photo = load_image(services, get_upload(services, upload_id))
         ctx.progress(0.0, stage="starting", force=True)
-        painter: CommissionPainter = services.painter or default_painter
-        picture = painter(photo, entry, max_size=max_size, progress=ctx.progress_callback(end=0.98))
+        painter: CommissionPainter = services.painter or default_painter(services)
+        progress = watermarked_previews(ctx.progress_callback(end=0.98), entry)
+        picture = painter(photo, entry, max_size=max_size, progress=progress)
         ctx.check()
         services.blobs.put(key, encode_image(picture, format="JPEG", quality=92), content_type="image/jpeg")
     except Exception as exc:

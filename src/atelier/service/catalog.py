@@ -9,19 +9,21 @@ drawn here (sky, sun, hills, water), which shows what the filter does to a photo
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageDraw, ImageFilter
 
 from atelier.art.filters import FILTERS
-from atelier.art.images import encode_image, fit_longest
+from atelier.art.images import encode_image
 from atelier.service import i18n
+
+if TYPE_CHECKING:
+    from atelier.art.styles import Style
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class StyleEntry:
     titles: dict[str, str]
     artist: str | None = None
     image_path: Path | None = None
+    thumbnail_path: Path | None = None
     commission: bool = False
     source: Any = field(default=None, compare=False, repr=False)  # the catalog's own object
 
@@ -86,34 +89,23 @@ def _filter_entries() -> list[StyleEntry]:
 
 
 def _catalog_entries(styles_dir: Path) -> list[StyleEntry]:
-    """The hand-picked styles of atelier.art.styles, if that catalog is installed."""
-    try:
-        from atelier.art import styles as art_styles
-    except ImportError:
-        return []
-    try:
-        loaded = art_styles.load_catalog(styles_dir)  # type: ignore[attr-defined]
-    except AttributeError:
-        log.warning("atelier.art.styles has no load_catalog(); only the filters are offered")
-        return []
-    entries = []
-    for style in getattr(loaded, "styles", loaded):
-        entries.append(entry_of_catalog_style(style))
-    return entries
+    """The hand-picked styles whose painting is installed (atelier.art.styles)."""
+    from atelier.art.styles import load_catalog
+
+    return [entry_of_catalog_style(style) for style in load_catalog(styles_dir)]
 
 
-def entry_of_catalog_style(style: Any) -> StyleEntry:
-    """A StyleEntry for a style of atelier.art.styles."""
-    titles = dict(getattr(style, "titles", None) or {})
-    if not titles:
-        titles = {"en": getattr(style, "title", None) or style.name}
+def entry_of_catalog_style(style: Style) -> StyleEntry:
+    """A StyleEntry for a style of the catalog: usable instantly with its painting, and for
+    commissions when it paints with a recipe (the Gatys engine)."""
     return StyleEntry(
         name=style.name,
         kind="painting",
-        titles=titles,
-        artist=getattr(style, "artist", None),
-        image_path=getattr(style, "image_path", None) or getattr(style, "image", None),
-        commission=getattr(style, "recipe", None) is not None,
+        titles=dict(style.titles),
+        artist=style.artist,
+        image_path=style.image_path,
+        thumbnail_path=style.thumbnail_path if style.thumbnail_path.is_file() else None,
+        commission=style.engine == "gatys" and style.recipe is not None,
         source=style,
     )
 
@@ -181,6 +173,9 @@ class Catalog:
             return cached
         if entry.kind == "filter":
             image = paint_filter(scene(), entry.name)
+        elif entry.thumbnail_path is not None:
+            with Image.open(entry.thumbnail_path) as made:
+                image = _cover(made.convert("RGB"), THUMBNAIL_SIZE)
         else:
             image = _cover(entry.load_image(), THUMBNAIL_SIZE)
         data = encode_image(image, format="JPEG", quality=85)
@@ -219,12 +214,3 @@ def scene(size: int = THUMBNAIL_SIZE) -> Image.Image:
     draw.rectangle([trunk_x - 3, int(size * 0.48), trunk_x + 3, int(size * 0.66)], fill=(92, 60, 38))
     draw.ellipse([trunk_x - 22, int(size * 0.28), trunk_x + 22, int(size * 0.54)], fill=(46, 104, 52))
     return image.filter(ImageFilter.GaussianBlur(0.6))
-
-
-def image_bytes(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
-    """``image`` scaled to ``size`` on its longest side, as JPEG."""
-    return encode_image(fit_longest(image, size), format="JPEG", quality=85)
-
-
-def open_image(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")

@@ -4,7 +4,7 @@ A handler is a function registered for a job kind (:func:`job_handler`); it rece
 :class:`JobContext` to report progress and intermediate previews, and returns the job's result
 (a small dict) or raises. The commission painter registers ``artwork.preview`` (in
 :mod:`atelier.service.artworks`), the video renderer ``video.stylize`` (in
-:mod:`atelier.service.instant`); other services add theirs the same way.
+:mod:`atelier.service.videos`); other services add theirs the same way.
 
 Leases and stopping:
 
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 #: Modules whose import registers job handlers. Missing optional ones are skipped.
 HANDLER_MODULES: tuple[str, ...] = (
     "atelier.service.artworks",
-    "atelier.service.instant",
+    "atelier.service.videos",
     "atelier.service.payments",
 )
 

@@ -260,3 +260,63 @@ async def thumbnail(services: ServicesDep, name: str) -> Response:
     data = await run_in_threadpool(services.catalog.thumbnail, name, paint_filter=paint)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
+
+
+class VideoOut(BaseModel):
+    id: str = Field(description="The video's id (random; keep it to follow the job).")
+    status: str = Field(description="queued, processing, done or failed.")
+    progress: float
+    position: int | None = Field(description="Place in the queue while queued.")
+    result_url: str | None = Field(description="A link to the painted clip (MP4), once done.")
+    status_url: str
+    error: str | None
+
+
+@router.post("/videos", status_code=202, response_model=VideoOut, summary="Paint a video (a queued job)")
+def create_video(
+    services: ServicesDep,
+    request: Request,
+    content: Annotated[UploadFile | None, File(description="The clip (MP4, MOV, WebM or GIF), or give content_id.")] = None,
+    content_id: Annotated[str | None, Form(description="The id of an uploaded clip (kind=video).")] = None,
+    style_name: Annotated[str | None, Form(description="A filter or catalog style.")] = None,
+    style_id: Annotated[str | None, Form(description="The id of an uploaded painting.")] = None,
+    alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 1.0,
+    size: Annotated[int | None, Form(ge=16, description="Longest side of the painted clip (capped by the server).")] = None,
+    email: Annotated[str | None, Form(description="Mail a link when the clip is ready.")] = None,
+    locale: Annotated[str | None, Form(description="en or es: the language of the mail.")] = None,
+) -> dict[str, object]:
+    """A clip takes longer than a request should: this answers at once with a job to follow;
+    ``status_url`` gives its progress and, once done, a link to the painted clip."""
+    from atelier.service.videos import order_video
+
+    if (content is None) == (content_id is None):
+        raise ApiError(422, "invalid_request", "send either the clip (content) or the id of an upload (content_id)")
+    if (style_name is None) == (style_id is None):
+        raise ApiError(422, "invalid_request", "send exactly one of style_name or style_id")
+    if content is not None:
+        upload_info, _ = store_upload(services, read_file(content, services.settings.max_video_bytes, what="video"), kind="video", temporary=True)
+    else:
+        assert content_id is not None
+        upload_info = get_upload(services, content_id)
+    style_upload = get_upload(services, style_id) if style_id else None
+    view = order_video(
+        services,
+        upload=upload_info,
+        style_name=style_name,
+        style_upload=style_upload,
+        alpha=alpha,
+        size=size,
+        email=email or None,
+        locale=wants_locale(request, locale),
+    )
+    return view.public()
+
+
+@router.get("/videos/{video_id}", response_model=VideoOut, summary="A video job's status")
+def video_status(services: ServicesDep, video_id: str) -> dict[str, object]:
+    from atelier.service.videos import get_video
+
+    view = get_video(services, video_id)
+    if view is None:
+        raise ApiError(404, "not_found", "no such video")
+    return view.public()

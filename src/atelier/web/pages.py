@@ -23,7 +23,7 @@ from atelier.service.artworks import ArtworkStatus, OrderError, artwork_by_previ
 from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
 from atelier.service.instant import UnknownStyleError
-from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, store_upload
+from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
 from atelier.web.templating import render
@@ -165,7 +165,9 @@ def instant_form(
     locale = _locale(lang)
     limit = services.settings.max_upload_bytes
     try:
-        photo_data = photo.file.read(limit + 1) if photo is not None else b""
+        photo_data = photo.file.read(max(limit, services.settings.max_video_bytes) + 1) if photo is not None else b""
+        if photo_data and sniff_video(photo_data) and not photo_data.startswith(b"GIF8"):
+            return _order_video_page(services, locale, photo_data, style=style, strength=strength, painting=painting, own_id=own_id)
         if photo_data:
             if len(photo_data) > limit:
                 raise FileTooLargeError("too big")
@@ -191,6 +193,42 @@ def instant_form(
     if own_id:
         query["own"] = own_id
     return RedirectResponse(f"/{locale}/?{urlencode(query)}#result", status_code=303)
+
+
+def _order_video_page(
+    services: Services, locale: str, data: bytes, *, style: str, strength: str, painting: UploadFile | None, own_id: str
+) -> Response:
+    """The home form sent a clip: queue it and show its page."""
+    from atelier.service.videos import order_video
+
+    upload = store_upload(services, data, kind="video")[0]
+    style_upload = None
+    painting_data = painting.file.read(services.settings.max_upload_bytes + 1) if painting is not None else b""
+    if painting_data:
+        style_upload = store_upload(services, painting_data, kind="style")[0]
+    elif style == "own" and own_id:
+        style_upload = get_upload(services, own_id)
+    view = order_video(
+        services,
+        upload=upload,
+        style_name=None if style_upload is not None else (style or "candy"),
+        style_upload=style_upload,
+        alpha=_strength(strength) / 100,
+        locale=locale,
+    )
+    return RedirectResponse(f"/{locale}/videos/{view.id}", status_code=303)
+
+
+@router.get("/{lang}/videos/{video_id}")
+async def video_page(services: ServicesDep, request: Request, lang: str, video_id: str) -> Response:
+    """A video job: progress, then the painted clip to play and download."""
+    from atelier.service.videos import get_video
+
+    locale = _locale(lang)
+    view = await run_in_threadpool(get_video, services, video_id)
+    if view is None:
+        return not_found(request, locale)
+    return render(request, "video.html", locale, active="instant", video=view.public())
 
 
 def _commission_context(services: Services, locale: str, *, photo_id: str = "", style: str = "", email: str = "") -> dict[str, Any]:

@@ -1,0 +1,211 @@
+"""Videos for the instant journey: a clip and a style in, the painted clip out, as a queued job
+(a clip takes longer than a request should).
+
+``POST /api/v1/videos`` calls :func:`order_video`; a worker runs :func:`stylize_video_job`
+(frames painted with the instant engines, the style encoded once so every frame gets the same
+statistics, steadied with optical flow by :func:`atelier.art.video.stylize_video`), stores the
+clip under a key fixed by the video's id and mails a link when an address was given. The id is
+128 random bits: the only way to find the video.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+
+from atelier.art.images import fit_longest, to_tensor
+from atelier.service.context import Services
+from atelier.service.i18n import normalize
+from atelier.service.instant import DEFAULT_STYLE_SIZE, StyleChoiceError, StyleRef, style_ref
+from atelier.service.uploads import UploadInfo, get_upload, read_upload
+from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.store.db import Job, JobStatus, transaction
+from atelier.store.queue import enqueue
+
+log = logging.getLogger(__name__)
+
+
+VIDEO_JOB = "video.stylize"
+#: Longest side a video is painted at unless asked otherwise (and at most ATELIER_INSTANT_MAX_SIZE).
+VIDEO_SIZE = 512
+#: Days a mailed link to a painted video works (S3 presigned links last at most 7 days).
+VIDEO_LINK_DAYS = 7
+
+
+@dataclass(frozen=True)
+class VideoView:
+    """A video job as the API shows it."""
+
+    id: str
+    status: str  # queued, processing, done, failed
+    progress: float
+    position: int | None
+    result_url: str | None
+    error: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": round(self.progress, 4),
+            "position": self.position,
+            "result_url": self.result_url,
+            "status_url": f"/api/v1/videos/{self.id}",
+            "error": self.error,
+        }
+
+
+def video_key(video_id: str) -> str:
+    return f"videos/{video_id}.mp4"
+
+
+def order_video(
+    services: Services,
+    *,
+    upload: UploadInfo,
+    style_name: str | None = None,
+    style_upload: UploadInfo | None = None,
+    alpha: float = 1.0,
+    size: int | None = None,
+    email: str | None = None,
+    locale: str = "en",
+) -> VideoView:
+    """Queue the painting of a clip; its id (128 random bits) is the only way to find it."""
+    if upload.kind != "video":
+        raise StyleChoiceError("that upload is not a video")
+    if not 0.0 <= alpha <= 1.0:
+        raise StyleChoiceError(f"the strength (alpha) must be between 0 and 1, got {alpha}")
+    if email:
+        from atelier.service.artworks import check_email  # noqa: PLC0415 - artworks imports this module's peers
+
+        email = check_email(email)
+    # Resolve the style now, so that a bad name is refused before anything is queued.
+    style_ref(services, name=style_name, upload=style_upload)
+    video_id = secrets.token_hex(16)
+    payload = {
+        "video_id": video_id,
+        "upload_id": upload.id,
+        "style_name": style_name,
+        "style_upload_id": style_upload.id if style_upload is not None else None,
+        "alpha": alpha,
+        "size": min(size or VIDEO_SIZE, services.settings.instant_max_size),
+        "email": email or None,
+        "locale": normalize(locale),
+    }
+    with transaction(services.engine) as session:
+        enqueue(session, VIDEO_JOB, payload, max_attempts=3, output_key=video_key(video_id))
+    view = get_video(services, video_id)
+    assert view is not None
+    return view
+
+
+def _video_job(services: Services, video_id: str) -> Any:
+    if not video_id or len(video_id) != 32 or not video_id.isalnum():
+        return None
+    with transaction(services.engine, read_only=True) as session:
+        job_id = session.scalars(select(Job.id).where(Job.output_key == video_key(video_id), Job.kind == VIDEO_JOB)).first()
+    return services.queue.get(job_id) if job_id is not None else None
+
+
+def get_video(services: Services, video_id: str) -> VideoView | None:
+    job = _video_job(services, video_id)
+    if job is None:
+        return None
+    status = {
+        JobStatus.QUEUED: "queued",
+        JobStatus.RUNNING: "processing",
+        JobStatus.DONE: "done",
+    }.get(job.status, "failed")
+    result_url = None
+    if status == "done":
+        result_url = services.blobs.presigned_get(
+            video_key(video_id), expires_in=VIDEO_LINK_DAYS * 86400, filename="atelier-video.mp4"
+        )
+    return VideoView(
+        id=video_id,
+        status=status,
+        progress=1.0 if status == "done" else job.progress,
+        position=services.queue.position(job.id) if status == "queued" else None,
+        result_url=result_url,
+        error="painting failed" if status == "failed" else None,
+    )
+
+
+def video_painter(services: Services, style: StyleRef, *, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frames (N, 3, H, W) in 0..1 -> painted frames: the engine loaded and the style encoded
+    once, so every frame gets the same statistics (re-encoding per frame would add flicker)."""
+    loader = services.loader
+    if style.filter is not None:
+        net = loader.filter(style.filter)
+        return lambda frames: net.stylize(frames.to(loader.device), strength=alpha)
+    model = loader.style_engine("microast")
+    assert style.load is not None
+    painting = fit_longest(style.load().convert("RGB"), DEFAULT_STYLE_SIZE)
+    encoded = model.encode_style(to_tensor(painting).to(loader.device))
+
+    def paint(frames: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.decode(model.encode_content(frames.to(loader.device)), [encoded], alpha=alpha)
+
+    return paint
+
+
+@job_handler(VIDEO_JOB)
+def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
+    """Paint a clip, store it under its key, and mail the link when an address was given."""
+    from atelier.art import video  # PyAV and OpenCV: only where clips are painted
+
+    payload = ctx.payload
+    services = ctx.services
+    settings = services.settings
+    upload = get_upload(services, payload["upload_id"])
+    style_upload = get_upload(services, payload["style_upload_id"]) if payload.get("style_upload_id") else None
+    style = style_ref(services, name=payload.get("style_name"), upload=style_upload)
+    paint = video_painter(services, style, alpha=float(payload.get("alpha", 1.0)))
+    key = video_key(payload["video_id"])
+    with tempfile.TemporaryDirectory(prefix="atelier-video-") as folder:
+        source = Path(folder) / f"source{Path(upload.blob_key).suffix or '.mp4'}"
+        source.write_bytes(read_upload(services, upload))
+        target = Path(folder) / "painted.mp4"
+        try:
+            # Never larger than the clip itself: painting cannot add detail the clip lacks.
+            info = video.probe(source)
+            size = min(int(payload.get("size") or VIDEO_SIZE), max(info.width, info.height))
+            report = video.stylize_video(
+                source,
+                target,
+                paint=paint,
+                size=size,
+                limit_seconds=float(getattr(settings, "video_max_seconds", video.DEFAULT_LIMIT_SECONDS)),
+                limit_frames=int(getattr(settings, "video_max_frames", video.DEFAULT_LIMIT_FRAMES)),
+                limit_pixels=int(getattr(settings, "video_max_pixels", video.DEFAULT_LIMIT_PIXELS)),
+                progress=ctx.progress_callback(end=0.97),
+            )
+        except video.VideoError as exc:
+            raise PermanentJobError(str(exc)) from exc
+        ctx.check()
+        services.blobs.put(key, target, content_type="video/mp4")
+    if payload.get("email"):
+        from atelier.service.mail import queue_mail
+
+        link = services.blobs.presigned_get(key, expires_in=VIDEO_LINK_DAYS * 86400, filename="atelier-video.mp4")
+        with transaction(services.engine) as session:
+            queue_mail(
+                session,
+                to=payload["email"],
+                template="video_ready",
+                locale=payload.get("locale") or "en",
+                dedupe_key=f"video:{payload['video_id']}",
+                link=link,
+                days=VIDEO_LINK_DAYS,
+            )
+    return {"output_key": key, "frames": report.frames, "width": report.width, "height": report.height, "seconds": round(report.seconds, 2)}
+
