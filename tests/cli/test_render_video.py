@@ -28,7 +28,8 @@ def _models(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def make_clip(path: Path, *, frames: int = 8, width: int = 64, height: int = 48, fps: int = 8) -> Path:
     """A small moving picture with a tone as long as it."""
     rng = np.random.default_rng(0)
-    picture = np.kron(rng.integers(0, 256, (height // 8 + 2, width // 8 + frames, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    blocks = rng.integers(0, 256, (height // 8 + 2, width // 8 + frames, 3), dtype=np.uint8)
+    picture = np.kron(blocks, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks, panning 1 px a frame
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
@@ -114,13 +115,17 @@ def test_render_names_the_command_that_installs_missing_weights(
 ) -> None:
     empty = tmp_path / "no-models"
     empty.mkdir()
-    result = runner.invoke(app, ["render", str(clip), "-o", str(tmp_path / "o.mp4"), "--style", "candy", "--models-dir", str(empty)])
+    result = runner.invoke(
+        app, ["render", str(clip), "-o", str(tmp_path / "o.mp4"), "--style", "candy", "--models-dir", str(empty)]
+    )
     assert result.exit_code == 2
     assert "atelier models download" in one_line_error(result)
 
 
 def test_render_refuses_a_filter_name_with_a_style_engine(clip: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["render", str(clip), "-o", str(tmp_path / "o.mp4"), "--style", "candy", "--engine", "microast"])
+    result = runner.invoke(
+        app, ["render", str(clip), "-o", str(tmp_path / "o.mp4"), "--style", "candy", "--engine", "microast"]
+    )
     assert result.exit_code == 2
     assert "is a filter, not a style image" in one_line_error(result)
 
@@ -147,3 +152,38 @@ def test_render_video_turns_a_gif_into_a_gif(tmp_path: Path, models_dir: Path) -
     )
     with Image.open(out) as image:
         assert image.n_frames == 4 and image.size == (40, 32)
+
+
+class SettingsWith:
+    """The real settings with some video settings set (they live in config.py once added)."""
+
+    def __init__(self, real: object, **overrides: object) -> None:
+        self._real, self._overrides = real, overrides
+
+    def __getattr__(self, name: str) -> object:
+        return self._overrides[name] if name in self._overrides else getattr(self._real, name)
+
+
+def test_render_video_takes_its_limits_and_temporal_default_from_the_settings(
+    clip: Path, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    import atelier.config
+
+    real = atelier.config.get_settings()
+    options = dict(
+        style=["candy"], style_weights=None, engine="auto", alpha=1.0, preserve_color=False, size=32,
+        style_size=256, device="cpu", models_dir=models_dir, fps=None, max_seconds=None,
+    )
+    monkeypatch.setattr(atelier.config, "get_settings", lambda: SettingsWith(real, video_max_seconds=0.5))
+    with pytest.raises(typer.Exit) as refused:
+        render_video(clip, tmp_path / "long.mp4", temporal=None, **options)
+    assert refused.value.exit_code == 2
+    assert "clips of at most 0.5 s" in capsys.readouterr().err
+
+    monkeypatch.setattr(atelier.config, "get_settings", lambda: SettingsWith(real, video_temporal=False))
+    render_video(clip, tmp_path / "a.mp4", temporal=None, **options)
+    assert "temporal consistency off" in capsys.readouterr().err
+    render_video(clip, tmp_path / "b.mp4", temporal=True, **options)  # the flag wins
+    assert "temporal consistency on" in capsys.readouterr().err

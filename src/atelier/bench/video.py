@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from atelier.art.errors import ModelError
 from atelier.bench.engines import STYLE_SIZE, synthetic_image
 from atelier.bench.timing import Row, measure
 from atelier.service.engines import EngineLoader
+
+if TYPE_CHECKING:
+    from atelier.art.video import VideoReport
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ def synthetic_clip(path: Path, *, width: int = 640, height: int = 360, frames: i
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[i : i + height, 2 * i : 2 * i + width]), format="rgb24")
+            window = np.ascontiguousarray(array[i : i + height, 2 * i : 2 * i + width])
+            frame = av.VideoFrame.from_ndarray(window, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             for packet in stream.encode(frame):
@@ -95,8 +100,10 @@ def bench_video(
         seconds_of_clip = frames / info.fps
         label = source.name if clip is not None else "synthetic pan"
 
-        def run(paint: Callable[[torch.Tensor], torch.Tensor], *, temporal: bool, measure_flicker: bool = True):  # type: ignore[no-untyped-def]
-            reports = []
+        def run(
+            paint: Callable[[torch.Tensor], torch.Tensor], *, temporal: bool, measure_flicker: bool = True
+        ) -> tuple[VideoReport, float, float]:
+            reports: list[VideoReport] = []
 
             def once() -> object:
                 report = stylize_video(
@@ -127,7 +134,7 @@ def bench_video(
         }
         yield Row(
             "video", "pipeline only (decode + encode)", identity_s, items=identity_report.painted,
-            unit="frame", peak_mb=identity_peak, params=params, note="identity painter",
+            unit="frame", peak_mb=identity_peak, params=params, note=f"identity painter; {_note(identity_report)}",
         )
         for engine in engines:
             try:
@@ -141,7 +148,7 @@ def bench_video(
             off, off_s, off_peak = run(paint, temporal=False)
             yield Row(
                 "video", f"{name}, temporal off", off_s, items=off.painted, unit="frame",
-                peak_mb=off_peak, params=params, note=_flicker_note(off),
+                peak_mb=off_peak, params=params, note=_note(off),
             )
             on, on_s, on_peak = run(paint, temporal=True)
             ratios = {"time vs off": on_s / off_s if off_s > 0 else float("nan")}
@@ -149,12 +156,16 @@ def bench_video(
                 ratios["flicker vs off"] = on.flicker / off.flicker
             yield Row(
                 "video", f"{name}, temporal on", on_s, items=on.painted, unit="frame",
-                peak_mb=on_peak, params=params, ratios=ratios, note=_flicker_note(on),
+                peak_mb=on_peak, params=params, ratios=ratios, note=_note(on),
             )
 
 
-def _flicker_note(report: object) -> str:
-    flicker = getattr(report, "flicker", None)
-    if flicker is None:
-        return ""
-    return f"flicker {flicker:.2f} (input {getattr(report, 'input_flicker', 0.0):.2f}), 0-255"
+def _note(report: VideoReport) -> str:
+    """Flicker (with the input's own) and CPU time per frame: on a busy shared machine the CPU
+    time is the steadier figure of the two timings."""
+    parts = []
+    if report.flicker is not None:
+        parts.append(f"flicker {report.flicker:.2f} (input {report.input_flicker:.2f}) of 255")
+    if report.painted:
+        parts.append(f"CPU {report.cpu_seconds / report.painted:.3f} s/frame")
+    return "; ".join(parts)

@@ -61,9 +61,12 @@ def render_video(
     models_dir: Path | None,
     fps: float | None,
     max_seconds: float | None,
-    temporal: bool,
+    temporal: bool | None,
 ) -> None:
-    """Paint the clip ``content`` and write it to ``output`` (.mp4, .m4v, .mov or .gif)."""
+    """Paint the clip ``content`` and write it to ``output`` (.mp4, .m4v, .mov or .gif).
+
+    ``temporal`` None means "as ATELIER_VIDEO_TEMPORAL says" (on by default).
+    """
     if output.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
         raise fail(f"cannot write a video to {output.name}: use a .mp4, .m4v, .mov or .gif output file")
     try:
@@ -81,7 +84,9 @@ def render_video(
         "limit_frames": int(getattr(settings, "video_max_frames", _LIMIT_FRAMES)),
         "limit_pixels": int(getattr(settings, "video_max_pixels", _LIMIT_PIXELS)),
     }
-    temporal = temporal and bool(getattr(settings, "video_temporal", True))
+    # An explicit --temporal/--no-temporal wins; without one (None) the setting decides.
+    if temporal is None:
+        temporal = bool(getattr(settings, "video_temporal", True))
     with refusals():
         # Refuse a bad clip before spending seconds on loading an engine.
         info = video.probe(content)
