@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atelier.cli import app, refusals
+from atelier.cli import app, fail, refusals
 from atelier.config import get_settings
 
 bench_app = typer.Typer(
@@ -51,6 +51,36 @@ def engines(
         loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
         rows = bench_engines(loader, sizes=_ints(sizes), batches=_ints(batches), repeat=repeat, only=only or None)
         emit(rows, as_json=as_json, title=f"Instant engines on {_machine(loader.device)}")
+
+
+@bench_app.command("gatys")
+def gatys(
+    sizes: str = typer.Option("256,512", help="Square sizes in pixels, comma-separated."),
+    optimizers: str = typer.Option("lbfgs,adam", help="lbfgs, adam or both, comma-separated."),
+    layers: str = typer.Option("classic", help="classic (relu1_1..relu5_1, content relu4_2) or shallow (to relu3_1)."),
+    iterations: int = typer.Option(6, min=2, help="Iterations per block (each engine runs one block per round)."),
+    rounds: int = typer.Option(3, min=1, help="Alternating rounds of textbook and Atelier blocks."),
+    memory_size: int = typer.Option(960, "--memory-size", min=0, help="Size of the pass whose peak memory is measured (0: skip)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Seconds per Gatys iteration against the textbook (neural-style-pt) loop, in one run."""
+    from atelier.art.devices import resolve_device
+    from atelier.bench.gatys import LAYER_SETS, bench_gatys
+
+    settings = get_settings()
+    chosen = [o.strip() for o in optimizers.split(",") if o.strip()]
+    if not chosen or any(o not in ("lbfgs", "adam") for o in chosen):
+        raise fail(f"--optimizers takes lbfgs, adam or both, not {optimizers!r}")
+    if layers not in LAYER_SETS:
+        raise fail(f"--layers takes {' or '.join(LAYER_SETS)}, not {layers!r}")
+    with refusals():
+        target = resolve_device(device or settings.device)
+        rows = bench_gatys(
+            sizes=_ints(sizes), optimizers=chosen, layers=layers, iterations=iterations, rounds=rounds,
+            memory_size=memory_size, device=target,
+        )
+        emit(rows, as_json=as_json, title=f"Gatys on {_machine(target)}")
 
 
 def _machine(device) -> str:  # type: ignore[no-untyped-def]
