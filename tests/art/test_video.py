@@ -248,6 +248,18 @@ def test_a_painter_that_fails_leaves_no_half_written_file(clip: Path, tmp_path: 
     assert list(tmp_path.iterdir()) == [clip]
 
 
+def test_the_output_gets_the_usual_file_permissions(clip: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        stylize_video(clip, tmp_path / "out.mp4", paint=negative, temporal=False, measure_flicker=False)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o644
+
+
 def test_a_painter_that_changes_the_size_is_caught(clip: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="painter returned shape"):
         stylize_video(clip, tmp_path / "out.mp4", paint=lambda x: x[..., :-4])

@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -874,9 +873,9 @@ def stylize_video(
             expected = min(info.frames, math.ceil(info.frames * max_seconds / info.duration))
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{dst.stem}-", suffix=dst.suffix, dir=dst.parent)
-    os.close(fd)
-    temp = Path(temp_name)
+    # A hidden name next to dst, created by the muxer itself so the file gets the usual
+    # permissions (mkstemp would make it private to the user).
+    temp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.partial{dst.suffix}")
     sink: _Sink
     try:
         if fmt == "gif":
