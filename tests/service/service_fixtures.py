@@ -121,3 +121,60 @@ def tiny_clip(path: Path, photo: Path, *, frames: int = 8, width: int = 96, heig
         container.mux(packet)
     container.close()
     return path
+
+
+class Inbox:
+    """An aiosmtpd handler keeping what it receives; ``refuse`` answers 550 to those addresses."""
+
+    def __init__(self) -> None:
+        import email.message
+
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+        import email
+        import email.policy
+
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
+        return "250 Message accepted"
+
+    def wait_for(self, count: int = 1, timeout: float = 60.0) -> list[Any]:
+        """The messages once at least ``count`` arrived (AssertionError after ``timeout`` s)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.messages)} mail(s) arrived within {timeout} s, expected {count}")
+            time.sleep(0.1)
+        return list(self.messages)
+
+
+def smtp_server() -> tuple[Inbox, Any, int]:
+    """A real SMTP server on a free loopback port: (inbox, controller to stop, port)."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    return inbox, controller, port
+
+
+def link_in(message: Any, pattern: str = r"https?://\S+/a/[A-Za-z0-9_-]+") -> str:
+    """The first link matching ``pattern`` in a mail's plain-text part."""
+    import re
+
+    body = message.get_body(("plain",)).get_content()
+    found = re.search(pattern, body)
+    assert found is not None, body
+    return found.group(0)

@@ -9,7 +9,6 @@ import email.policy
 import logging
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,30 +28,10 @@ from atelier.service.mail import (
 from atelier.store.db import OutboxEmail, make_engine, transaction, utcnow
 from atelier.store.migrations import upgrade
 
-from service_fixtures import free_port
+from service_fixtures import Inbox, free_port
 
 # ------------------------------------------------------------------------------------------------
 # a real SMTP server on loopback
-
-
-@dataclass
-class Inbox:
-    """What the SMTP server received; ``refuse`` makes it answer 550 to these recipients."""
-
-    messages: list[email.message.EmailMessage] = field(default_factory=list)
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]  # noqa: N802
-        if address in self.refuse:
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
-        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
-        return "250 Message accepted"
 
 
 def _authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]

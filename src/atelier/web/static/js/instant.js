@@ -91,7 +91,8 @@
     compare.classList.add("is-busy");
     fetch("/api/v1/stylize?" + query.toString()).then(function (response) {
       if (!response.ok) return readError(response);
-      var seconds = (parseFloat(response.headers.get("X-Stylize-Ms") || "0") / 1000).toFixed(1);
+      var elapsed = parseFloat(response.headers.get("X-Stylize-Ms") || "0") / 1000;
+      var seconds = elapsed.toFixed(elapsed < 1 ? 2 : 1);
       return response.blob().then(function (blob) { return { blob: blob, seconds: seconds }; });
     }).then(function (painted) {
       if (ticket !== latest) return;
@@ -139,6 +140,7 @@
     var file = paintingInput.files && paintingInput.files[0];
     if (!file) return;
     form.querySelector("#style-own").checked = true;
+    showOwnPainting(file);
     showResult();
     setStatus(status, msg("uploading"), true);
     upload(file, "style").then(function (info) {
@@ -146,6 +148,18 @@
       paint();
     }).catch(function (error) { setStatus(status, error.message); });
   });
+
+  /* The chosen painting takes the place of the "+" in its style card. */
+  function showOwnPainting(file) {
+    var tile = form.querySelector(".own-tile");
+    if (!tile) return;
+    var image = tile.querySelector("img") || document.createElement("img");
+    if (image.src) URL.revokeObjectURL(image.src);
+    image.src = URL.createObjectURL(file);
+    image.alt = "";
+    tile.replaceChildren(image);
+    tile.classList.add("has-painting");
+  }
 
   form.querySelectorAll("input[name=style]").forEach(function (radio) {
     radio.addEventListener("change", function () {
