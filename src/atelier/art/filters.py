@@ -49,7 +49,10 @@ _MIN_SIDE = 8
 
 
 class _ConvLayer(nn.Module):
-    """Reflection pad k//2, then a biased Conv2d (the module is named ``conv2d`` as upstream)."""
+    """Reflection pad k//2, then a biased Conv2d (the module is named ``conv2d`` as upstream).
+
+    Activations run channels-last (NHWC), which oneDNN's CPU convolutions prefer.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
         super().__init__()
@@ -57,7 +60,8 @@ class _ConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2d(F.pad(x, (self.pad,) * 4, mode="reflect"))
+        x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return self.conv2d(x.contiguous(memory_format=torch.channels_last))
 
 
 class _UpsampleConvLayer(_ConvLayer):
@@ -72,6 +76,22 @@ def _norm(channels: int) -> nn.InstanceNorm2d:
     return nn.InstanceNorm2d(channels, affine=True)
 
 
+def _instance_norm(norm: nn.InstanceNorm2d, x: torch.Tensor, *, relu: bool) -> torch.Tensor:
+    """``norm(x)`` (then ReLU), computed in whatever memory layout x has.
+
+    torch's instance_norm goes through batch_norm on a reshaped copy, which costs a full copy of
+    every channels-last activation; this is the same arithmetic (biased variance, eps inside
+    the square root) as one scale and shift. The variance is E[x^2] - E[x]^2: one read pass
+    instead of two, and about 20 % off a 512 px filter here; its float32 rounding stays far below
+    what the 8-bit output can show.
+    """
+    mean = x.mean((2, 3), keepdim=True)
+    var = (x.square().mean((2, 3), keepdim=True) - mean.square()).clamp_min_(0.0)
+    scale = norm.weight.view(1, -1, 1, 1) * torch.rsqrt(var + norm.eps)
+    y = torch.addcmul(norm.bias.view(1, -1, 1, 1) - mean * scale, x, scale)
+    return y.relu_() if relu else y
+
+
 class _ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -81,8 +101,8 @@ class _ResidualBlock(nn.Module):
         self.in2 = _norm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.in1(self.conv1(x)))
-        return x + self.in2(self.conv2(y))
+        y = _instance_norm(self.in1, self.conv1(x), relu=True)
+        return x + _instance_norm(self.in2, self.conv2(y), relu=False)
 
 
 class FilterNet(nn.Module):
@@ -109,12 +129,12 @@ class FilterNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The raw network: RGB 0..255 in, RGB about 0..255 out (unclamped), same H, W if % 4 == 0."""
-        y = F.relu(self.in1(self.conv1(x)))
-        y = F.relu(self.in2(self.conv2(y)))
-        y = F.relu(self.in3(self.conv3(y)))
+        y = _instance_norm(self.in1, self.conv1(x), relu=True)
+        y = _instance_norm(self.in2, self.conv2(y), relu=True)
+        y = _instance_norm(self.in3, self.conv3(y), relu=True)
         y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
-        y = F.relu(self.in4(self.deconv1(y)))
-        y = F.relu(self.in5(self.deconv2(y)))
+        y = _instance_norm(self.in4, self.deconv1(y), relu=True)
+        y = _instance_norm(self.in5, self.deconv2(y), relu=True)
         return self.deconv3(y)
 
     @property
@@ -192,7 +212,7 @@ def load_filter(path: str | Path, *, device: str | torch.device = "cpu") -> Filt
             f"{_load_error_summary(exc)}"
         ) from exc
     log.debug("loaded filter %s", path)
-    return net.eval().requires_grad_(False).to(device)
+    return net.eval().requires_grad_(False).to(device=device, memory_format=torch.channels_last)
 
 
 def _load_error_summary(exc: RuntimeError) -> str:
