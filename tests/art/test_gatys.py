@@ -89,6 +89,27 @@ def test_the_fast_features_equal_the_encoder_s(channels_last: bool) -> None:
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+def test_the_fast_features_have_the_encoder_s_gradient(channels_last: bool) -> None:
+    # The pads and pools recompute what they need in the backward pass: same gradient.
+    encoder = VGGEncoder.random(up_to="relu4_2")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 37, 50, generator=g)
+    layers = ["relu1_2", "relu2_1", "conv3_1", "relu4_2"]
+    weights = {name: torch.rand(f.shape, generator=g) for name, f in encoder(x, layers=layers).items()}
+
+    def gradient(run) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        image = x.clone().requires_grad_(True)
+        features = run(image)
+        sum((features[n] * weights[n]).sum() for n in layers).backward()
+        return image.grad
+
+    expected = gradient(lambda image: encoder(image, layers=layers))
+    fast = _Features(encoder, up_to="relu4_2", channels_last=channels_last)
+    got = gradient(lambda image: fast(image, layers))
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_the_fused_gram_loss_has_the_gradient_of_the_plain_formula(channels_last: bool) -> None:
     g = torch.Generator().manual_seed(2)
     features = torch.rand(1, 6, 5, 7, dtype=torch.double, generator=g)
