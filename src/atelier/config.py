@@ -94,6 +94,28 @@ class Settings(BaseSettings):
         "kept before `atelier reconcile --fix` deletes them.",
     )
 
+    # --- video -------------------------------------------------------------------------------
+    video_max_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest stretch of a clip that is painted, in seconds (--max-seconds can cut "
+        "a longer clip down to it).",
+    )
+    video_max_frames: int = Field(
+        default=3600, gt=0, description="Most frames painted from one clip, after --fps resampling."
+    )
+    video_max_pixels: int = Field(
+        default=3840 * 2160,
+        gt=0,
+        description="Largest video frame accepted (width x height), checked from the header and "
+        "again on every decoded frame.",
+    )
+    video_temporal: bool = Field(
+        default=True,
+        description="Keep painted clips steady with optical-flow blending of consecutive frames "
+        "(--temporal/--no-temporal overrides it per render).",
+    )
+
     # --- service -----------------------------------------------------------------------------
     host: str = Field(
         default="127.0.0.1",

@@ -25,13 +25,6 @@ WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 log = logging.getLogger(__name__)
 
-#: Inputs taken as video by their suffix (animated GIFs are video too when the output is).
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"})
-
-
-def is_video_path(path: Path) -> bool:
-    """Whether ``atelier render`` treats ``path`` as a clip rather than a photo."""
-    return path.suffix.lower() in VIDEO_SUFFIXES
 
 _RENDER_HELP = """Paint CONTENT (a photo) in the style of a painting or filter and save it to OUT.
 
@@ -90,7 +83,11 @@ def render(
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Model weights folder (default: ATELIER_MODELS_DIR)."),
     fps: float | None = typer.Option(None, "--fps", min=1.0, help="Video: output frame rate (default: the clip's)."),
     max_seconds: float | None = typer.Option(None, "--max-seconds", min=0.1, help="Video: stylize only the first N seconds."),
-    temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Video: keep frames steady (optical-flow blending)."),
+    temporal: bool | None = typer.Option(
+        None,
+        "--temporal/--no-temporal",
+        help="Video: keep frames steady with optical-flow blending (default: ATELIER_VIDEO_TEMPORAL, on).",
+    ),
     recipe: str | None = typer.Option(
         None, "--recipe", help="Gatys: auto (the best the installed VGG allows), classic (needs the full "
         "VGG-19), shallow or sketch (default: the catalog style's, else auto)."
@@ -113,9 +110,9 @@ def render(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help="Style catalog folder (default: ATELIER_STYLES_DIR)."),
 ) -> None:
     settings = get_settings()
-    if is_video_path(content):
-        from atelier.cli.render_video import render_video
+    from atelier.cli.render_video import is_video_job, render_video
 
+    if is_video_job(content, output):
         render_video(
             content,
             output,

@@ -29,11 +29,6 @@ VIDEO_INPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi
 #: Outputs a clip can be written to. A .gif input is a clip when the output is one of these.
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".gif"})
 
-# Defaults of the video limits until config.py has them (see the getattr calls below).
-_LIMIT_SECONDS = 120.0
-_LIMIT_FRAMES = 3600
-_LIMIT_PIXELS = 3840 * 2160
-
 Painter = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -80,13 +75,13 @@ def render_video(
 
     settings = get_settings()
     limits = {
-        "limit_seconds": float(getattr(settings, "video_max_seconds", _LIMIT_SECONDS)),
-        "limit_frames": int(getattr(settings, "video_max_frames", _LIMIT_FRAMES)),
-        "limit_pixels": int(getattr(settings, "video_max_pixels", _LIMIT_PIXELS)),
+        "limit_seconds": settings.video_max_seconds,
+        "limit_frames": settings.video_max_frames,
+        "limit_pixels": settings.video_max_pixels,
     }
     # An explicit --temporal/--no-temporal wins; without one (None) the setting decides.
     if temporal is None:
-        temporal = bool(getattr(settings, "video_temporal", True))
+        temporal = settings.video_temporal
     with refusals():
         # Refuse a bad clip before spending seconds on loading an engine.
         info = video.probe(content)
