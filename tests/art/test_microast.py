@@ -70,12 +70,14 @@ def colour_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def vgg_state(models_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(models_dir / "vgg" / "vgg_normalised_conv2_1.pth", map_location="cpu", weights_only=True)
+    path = models_dir / "vgg" / "vgg_normalised_conv2_1.pth"
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def vgg_features(state: dict[str, torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     def conv(x: torch.Tensor, i: int) -> torch.Tensor:
-        return F.relu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), state[f"{i}.weight"], state[f"{i}.bias"]))
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return F.relu(F.conv2d(padded, state[f"{i}.weight"], state[f"{i}.bias"]))
 
     x = F.conv2d(x, state["0.weight"], state["0.bias"])
     relu1_1 = conv(x, 2)
@@ -102,12 +104,16 @@ def texture_distance(state: dict[str, torch.Tensor], a: torch.Tensor, b: torch.T
 
 
 def official_forward(models_dir: Path, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    sd = {part: torch.load(path, map_location="cpu", weights_only=True) for part, path in weight_files(models_dir).items()}
+    sd = {
+        part: torch.load(path, map_location="cpu", weights_only=True)
+        for part, path in weight_files(models_dir).items()
+    }
 
     def conv(x: torch.Tensor, part: str, name: str, stride: int = 1) -> torch.Tensor:
         w, b = sd[part][f"{name}.conv_layer.weight"], sd[part][f"{name}.conv_layer.bias"]
         k = w.shape[-1]
-        return F.conv2d(F.pad(x, (k // 2,) * 4, mode="reflect"), w, b, stride, groups=x.shape[1] // w.shape[1])
+        padded = F.pad(x, (k // 2,) * 4, mode="reflect")
+        return F.conv2d(padded, w, b, stride, groups=x.shape[1] // w.shape[1])
 
     def residual(x, part, name, w=None, b=None):  # type: ignore[no-untyped-def]
         y1 = conv(x, part, f"{name}.conv1")
@@ -273,18 +279,20 @@ def test_a_mask_paints_each_region_with_its_own_style(
     left, right = slice(0, width // 2 - 16), slice(width // 2 + 16, width)
     # Each half is near its style's full stylization (not equal: the photo's statistics are
     # taken per region) and far from the other style's (measured ratios 0.34 and below).
-    assert colour_distance(out[..., left], only[0][..., left]) < 0.5 * colour_distance(out[..., left], only[1][..., left])
-    assert colour_distance(out[..., right], only[1][..., right]) < 0.5 * colour_distance(
-        out[..., right], only[0][..., right]
-    )
+    for half, mine, other in ((left, only[0], only[1]), (right, only[1], only[0])):
+        painted = out[..., half]
+        assert colour_distance(painted, mine[..., half]) < 0.5 * colour_distance(painted, other[..., half])
     # Tiles do not change masked results either.
     tiled = engine.decode(engine.encode_content(dog, tile=64), styles, mask=mask, tile=64)
     assert float((tiled - out).abs().max()) < 1e-4
     # A mask that selects the one style everywhere is no mask.
-    assert float((engine.decode(features, styles[:1], mask=torch.ones(height, width)) - only[0]).abs().max()) < 1e-4
+    everywhere = engine.decode(features, styles[:1], mask=torch.ones(height, width))
+    assert float((everywhere - only[0]).abs().max()) < 1e-4
 
 
-def test_a_one_style_mask_keeps_the_photo_elsewhere(engine: MicroAST, dog: torch.Tensor, starry: torch.Tensor) -> None:
+def test_a_one_style_mask_keeps_the_photo_elsewhere(
+    engine: MicroAST, dog: torch.Tensor, starry: torch.Tensor
+) -> None:
     height, width = dog.shape[-2:]
     mask = torch.zeros(1, 1, height, width)
     mask[..., : width // 2] = 1.0
@@ -307,7 +315,9 @@ def test_style_weights_mix_the_styles(
     assert float((mixed - first).abs().mean()) > 0.02 and float((mixed - second).abs().mean()) > 0.02
 
 
-def test_preserve_color_keeps_the_photos_colours(engine: MicroAST, dog: torch.Tensor, starry: torch.Tensor) -> None:
+def test_preserve_color_keeps_the_photos_colours(
+    engine: MicroAST, dog: torch.Tensor, starry: torch.Tensor
+) -> None:
     plain = engine.stylize(dog, starry)
     kept = engine.stylize(dog, starry, preserve_color=True)
     assert colour_distance(kept, dog) < 0.5 * colour_distance(plain, dog)
@@ -386,7 +396,9 @@ ULTRA_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_a_3415x2160_photo_stylizes_in_under_3_gb(models_dir: Path, content_dir: Path, style_dir: Path) -> None:
+def test_a_3415x2160_photo_stylizes_in_under_3_gb(
+    models_dir: Path, content_dir: Path, style_dir: Path
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(
         [
