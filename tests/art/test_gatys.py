@@ -262,3 +262,18 @@ def test_the_full_vgg_architecture_runs_the_classic_layers() -> None:
     result = paint(encoder, photo, [style], recipe=RECIPES["classic"].with_passes("48x3"))
     assert tuple(result.image.shape) == (1, 3, 34, 48)
     assert result.passes[0].losses[-1] < result.passes[0].losses[0]
+
+
+def test_the_engine_computes_the_textbook_losses() -> None:
+    # The benchmark's baseline (neural-style-pt's loop) on the same layers and weights: the same
+    # loss at every iteration, so `atelier bench gatys` compares equal work.
+    from atelier.bench.gatys import textbook_pass
+
+    encoder = VGGEncoder.random(up_to="relu5_1")
+    g = torch.Generator().manual_seed(5)
+    photo, style = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    spec = RECIPES["classic"].with_passes("48x4").passes[0]
+    textbook: list[float] = []
+    textbook_pass(encoder, photo, style, spec, on_iteration=textbook.append)
+    ours = paint(encoder, photo, [style], recipe=Recipe("same", (spec,))).passes[0].losses
+    assert ours == pytest.approx(textbook, rel=1e-3)

@@ -127,7 +127,7 @@ def textbook_pass(
         loss = sum((m.loss for m in (*contents, *styles)), start=torch.zeros(()))
         loss.backward()
         if on_iteration is not None:
-            on_iteration(float(loss))
+            on_iteration(loss.item())
         return loss
 
     if spec.optimizer == "lbfgs":
