@@ -249,3 +249,17 @@ def test_fit_dims_matches_fit_longest() -> None:
     for size in [(160, 120), (120, 160), (333, 101), (64, 64)]:
         for longest in (50, 96, 257):
             assert fit_longest(Image.new("RGB", size), longest).size == fit_dims(*size, longest)
+
+
+def test_unstack_undoes_stack(models_dir: Path) -> None:
+    from atelier.service.instant import unstack
+
+    engine = EngineLoader(models_dir=models_dir, device=torch.device("cpu")).style_engine("microast")
+    photos = torch.rand(3, 3, 32, 40)
+    together = engine.encode_content(photos)
+    apart = unstack(together, 3)
+    alone = engine.encode_content(photos[1:2])
+    assert apart[1].batch == 1 and apart[1].size == alone.size
+    assert torch.allclose(apart[1].features, alone.features, atol=1e-5)
+    assert torch.allclose(apart[1].own_style.mean1, alone.own_style.mean1, atol=1e-5)
+    assert torch.equal(stack(apart).features, together.features)

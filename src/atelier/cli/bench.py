@@ -83,6 +83,41 @@ def gatys(
         emit(rows, as_json=as_json, title=f"Gatys on {_machine(target)}")
 
 
+@bench_app.command("service")
+def service(
+    clients: int = typer.Option(8, min=1, help="Concurrent clients."),
+    seconds: float = typer.Option(30.0, min=1.0, help="How long each load run lasts."),
+    size: int = typer.Option(512, min=64, help="Longest side of the photos (4:3)."),
+    engine: str = typer.Option("microast", help="microast or adain."),
+    batch_max: int = typer.Option(8, min=1, help="Batch cap of the batched runs."),
+    window_ms: float = typer.Option(15.0, min=0.0, help="Batch window of the batched runs, ms."),
+    kinds: str = typer.Option("repick,fresh", help="Request kinds: repick (content_id) and/or fresh (a new photo each time)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """The instant API under load: N clients calling /api/v1/stylize on a real server, one at a
+    time against micro-batched; and a new photo against a re-pick by content_id."""
+    from atelier.art import models
+    from atelier.bench.service import bench_service
+
+    settings = get_settings()
+    with refusals():
+        models.require(engine if engine == "microast" else "adain", models_dir=settings.models_path)
+        rows = bench_service(
+            models_dir=settings.models_path,
+            clients=clients,
+            seconds=seconds,
+            size=size,
+            engine=engine,
+            batch_max=batch_max,
+            window_ms=window_ms,
+            kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+            device=device or settings.device,
+            threads=settings.threads,
+        )
+        emit(rows, as_json=as_json, title=f"Instant API under load, {clients} clients, {seconds:g} s per run")
+
+
 def _machine(device) -> str:  # type: ignore[no-untyped-def]
     import torch
 

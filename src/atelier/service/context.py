@@ -93,7 +93,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     #: Paints commissions (see atelier.service.artworks.CommissionPainter); None: the recipes.
     painter: Any = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def open(
@@ -130,35 +130,45 @@ class Services:
         services.metrics.watch_queue(queue.stats)
         return services
 
+    def _once(self, name: str, make: Any) -> Any:
+        # cached_property alone lets two threads both build the thing on first use (two model
+        # threads, two engine caches); building under a lock and storing where cached_property
+        # looks first makes it once.
+        with self._lock:
+            if name not in self.__dict__:
+                self.__dict__[name] = make()
+            return self.__dict__[name]
+
     @cached_property
     def loader(self) -> EngineLoader:
         """Engines, loaded on first use and kept."""
         from atelier.art.devices import resolve_device
         from atelier.service.engines import EngineLoader
 
-        return EngineLoader(models_dir=self.settings.models_path, device=resolve_device(self.settings.device))
+        return self._once(
+            "loader", lambda: EngineLoader(models_dir=self.settings.models_path, device=resolve_device(self.settings.device))
+        )
 
     @cached_property
     def catalog(self) -> Catalog:
         """The styles users can pick: filters and the hand-picked catalog."""
         from atelier.service.catalog import Catalog
 
-        return Catalog(self.settings.styles_path, models_dir=self.settings.models_path)
+        return self._once("catalog", lambda: Catalog(self.settings.styles_path, models_dir=self.settings.models_path))
 
     @cached_property
     def instant(self) -> InstantService:
         """Instant stylization with caches and micro-batching (its model thread starts on use)."""
         from atelier.service.instant import InstantService
 
-        with self._lock:
-            return InstantService.from_settings(self.loader, self.settings, metrics=self.metrics)
+        return self._once("instant", lambda: InstantService.from_settings(self.loader, self.settings, metrics=self.metrics))
 
     @cached_property
     def mailer(self) -> Mailer:
         """Mail: the outbox table and how its rows leave (SMTP or the outbox folder)."""
         from atelier.service.mail import Mailer
 
-        return Mailer.from_settings(self.settings, engine=self.engine, metrics=self.metrics)
+        return self._once("mailer", lambda: Mailer.from_settings(self.settings, engine=self.engine, metrics=self.metrics))
 
     @property
     def outbox_dir(self) -> Path:

@@ -711,17 +711,26 @@ class InstantService:
         device = self.loader.device
         contents: list[Any] = []
         content_hits: list[bool] = []
-        for m in members:
-            key = ("features", engine_name, m.photo.key, m.height, m.width)
-            features = self.cache.get(key)
+        missing: dict[str, list[int]] = {}  # photo key -> members needing it encoded
+        for i, m in enumerate(members):
+            features = self.cache.get(("features", engine_name, m.photo.key, m.height, m.width))
             content_hits.append(features is not None)
-            if features is None:
-                started = time.perf_counter()
-                photo = self._photo(m)[0].to(device).float().div_(255.0)
-                features = model.encode_content(photo)
-                self._observe(engine_name, "encode_content", started)
-                self.cache.put(key, features)
             contents.append(features)
+            if features is None:
+                missing.setdefault(m.photo.key, []).append(i)
+        if missing:
+            # The photos not cached yet are encoded together too (they share a size: the group
+            # is by shape), then cached one by one.
+            started = time.perf_counter()
+            firsts = [indices[0] for indices in missing.values()]
+            photos = torch.cat([self._photo(members[i])[0] for i in firsts]).to(device).float().div_(255.0)
+            encoded = unstack(model.encode_content(photos), len(firsts))
+            self._observe(engine_name, "encode_content", started)
+            for features, indices in zip(encoded, missing.values()):
+                m = members[indices[0]]
+                self.cache.put(("features", engine_name, m.photo.key, m.height, m.width), features)
+                for i in indices:
+                    contents[i] = features
         styles: list[Any] = []
         style_hits: list[bool] = []
         for m in members:
@@ -786,6 +795,22 @@ def stack(items: Sequence[Any]) -> Any:
     if any(item != first for item in items[1:]):
         raise ValueError(f"cannot batch items that differ in {first!r}")
     return first
+
+
+def unstack(batch: Any, count: int) -> list[Any]:
+    """Split an encoded batch of ``count`` into encoded batches of one (the inverse of
+    :func:`stack`): tensor fields are sliced along the batch dimension, others shared."""
+    if count == 1:
+        return [batch]
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] != count:
+            raise ValueError(f"a batch of {batch.shape[0]} cannot be split into {count}")
+        return [batch[i : i + 1] for i in range(count)]
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        fields = [f.name for f in dataclasses.fields(batch) if f.init]
+        parts = {name: unstack(getattr(batch, name), count) for name in fields}
+        return [type(batch)(**{name: parts[name][i] for name in fields}) for i in range(count)]
+    return [batch] * count
 
 
 def _rgb_array(image: Image.Image) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
@@ -89,6 +90,20 @@ def install(app: FastAPI) -> None:
             fields.append({"field": where, "message": problem.get("msg", "invalid")})
         message = "; ".join(f"{f['field']}: {f['message']}" if f["field"] else f["message"] for f in fields)
         return JSONResponse(error_body("invalid_request", message or "invalid request", fields=fields), status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", str(exc.orig or exc).splitlines()[0] if str(exc) else exc)
+        return JSONResponse(
+            error_body("unavailable", "the service is busy or restarting; try again in a moment"),
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal", "something went wrong on our side; try again"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
