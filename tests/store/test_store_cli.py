@@ -1,4 +1,4 @@
-"""`atelier db upgrade`, `atelier reconcile` and `atelier bench-queue`, run as the user runs them.
+"""`atelier db upgrade`, `atelier reconcile` and `atelier bench queue`, run as the user runs them.
 
 (These test src/atelier/cli/store.py; they live here with the store's fixtures.)
 """
@@ -109,7 +109,7 @@ def test_bench_queue_measures_claims_per_second(database_url: str) -> None:
 
 
 def test_bench_queue_command_prints_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _invoke(monkeypatch, "bench-queue", "--workers", "1", "--jobs", "20", "--json", env={"ATELIER_DATA_DIR": str(tmp_path)})
+    result = _invoke(monkeypatch, "bench", "queue", "--workers", "1", "--jobs", "20", "--json", env={"ATELIER_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert (row["backend"], row["workers"], row["jobs"]) == ("sqlite", 1, 20)

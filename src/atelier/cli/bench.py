@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -116,6 +117,30 @@ def service(
             threads=settings.threads,
         )
         emit(rows, as_json=as_json, title=f"Instant API under load, {clients} clients, {seconds:g} s per run")
+
+
+@bench_app.command("video")
+def video(
+    clip: Path | None = typer.Option(None, "--clip", help="A clip to paint (default: a synthetic 640x360 pan)."),
+    size: int = typer.Option(640, min=16, help="Longest side of the painted frames."),
+    frames: int = typer.Option(48, min=2, help="Frames painted per run."),
+    only: list[str] = typer.Option([], "--only", help="filter and/or microast (repeatable)."),
+    repeat: int = typer.Option(1, min=1, help="Timed runs per figure."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Frames/s of each engine on a clip, with temporal consistency off and on, and the flicker."""
+    from atelier.art.devices import resolve_device
+    from atelier.bench.video import DEFAULT_ENGINES, bench_video
+    from atelier.service.engines import EngineLoader
+
+    settings = get_settings()
+    with refusals():
+        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        rows = bench_video(
+            loader, clip=clip, size=size, frames=frames, engines=only or DEFAULT_ENGINES, repeat=repeat
+        )
+        emit(rows, as_json=as_json, title=f"Video on {_machine(loader.device)}")
 
 
 def _machine(device) -> str:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""``atelier db upgrade``, ``atelier reconcile [--fix]`` and ``atelier bench-queue``."""
+"""``atelier db upgrade``, ``atelier reconcile [--fix]`` and ``atelier bench queue``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from atelier.cli import app, fail
+from atelier.cli.bench import bench_app
 from atelier.config import Settings, get_settings
 from atelier.store.errors import StoreError
 
@@ -154,7 +155,7 @@ def reconcile_command(
         typer.echo("run again with --fix to repair")
 
 
-@app.command("bench-queue")
+@bench_app.command("queue")
 def bench_queue_command(
     workers: str = typer.Option("1,4,8", "--workers", help="Worker process counts, comma-separated."),
     jobs: int = typer.Option(2000, "--jobs", min=1, help="Jobs per round."),

@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL databases, for the test suite and `atelier bench-queue`.
+"""Throwaway PostgreSQL databases, for the test suite and `atelier bench queue`.
 
 Each one gets a unique name on the server the given URL points at, is created empty, and is
 dropped afterwards even if connections are still open (``DROP DATABASE ... WITH (FORCE)``).
