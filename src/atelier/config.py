@@ -174,11 +174,11 @@ class Settings(BaseSettings):
         "shown in /admin); retries back off from 30 s to an hour.",
     )
     preview_max_size: int = Field(
-        default=512,
+        default=384,
         ge=32,
-        description="Longest side, in pixels, of a commission's watermarked preview. Recipes "
-        "painted larger are scaled down to it, their passes with them, so that a laptop demo "
-        "finishes in about a minute.",
+        description="Longest side, in pixels, of a commission's watermarked preview. A recipe "
+        "painted larger is scaled down to it, every pass's size and iterations by the same "
+        "factor, so that a laptop demo finishes in a minute or so (a few at 2 busy cores).",
     )
     admin_token: str | None = Field(
         default=None,

@@ -3,11 +3,13 @@ idempotent re-runs, failures told to the owner."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from atelier.service import artworks
@@ -23,7 +25,7 @@ from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, Job, OutboxEmail, Upload, transaction
 
-from service_fixtures import install_test_style, make_settings, microast_painter, small_jpeg
+from service_fixtures import add_catalog_style, install_test_style, make_settings, microast_painter, small_jpeg
 
 
 @pytest.fixture
@@ -178,3 +180,36 @@ def test_a_failure_with_attempts_left_puts_the_artwork_back_in_the_queue(service
     state = get_artwork(services, view.id)
     assert state is not None and state.status == ArtworkStatus.QUEUED and state.stage == "retrying"
     assert _count(services, OutboxEmail) == 0
+
+
+def test_the_preview_recipe_scales_sizes_and_iterations_together() -> None:
+    from atelier.art.gatys import RECIPES
+    from atelier.service.artworks import preview_recipe
+
+    full = RECIPES["shallow"]  # 256x300, 512x150, 960x100
+    preview = preview_recipe(full, 480)
+    assert [(p.size, p.iterations) for p in preview.passes] == [(128, 150), (256, 75), (480, 50)]
+    assert preview.passes[0].style_layers == full.passes[0].style_layers
+    tiny = preview_recipe(full, 96)
+    assert [p.iterations for p in tiny.passes] == [30, 15, 10]  # never below 10
+    assert preview_recipe(full, 2000) is full  # already small enough: painted as it is
+
+
+def test_the_real_painter_paints_a_catalog_style_at_the_preview_size(
+    tmp_path: Path, models_dir: Path, style_dir: Path, content_dir: Path
+) -> None:
+    settings = make_settings(tmp_path / "data", models_dir, preview_max_size=64)
+    add_catalog_style(settings, style_dir, passes="32x3,64x3")
+    services = Services.open(settings, public_url="https://atelier.test")
+    try:
+        view = order_artwork(
+            services, style_name="starry_night", email="a@example.com", locale="en", content=small_jpeg(content_dir / "dog.jpg", 200)
+        )
+        assert Worker(services, worker_id="w").run_once() == "done"
+        with transaction(services.engine, read_only=True) as session:
+            artwork = session.scalars(select(Artwork)).one()
+        picture = Image.open(io.BytesIO(services.blobs.read(artwork.preview_key or "")))
+        assert picture.size == (64, 48)
+        assert get_artwork(services, view.id).status == ArtworkStatus.PREVIEW_READY  # type: ignore[union-attr]
+    finally:
+        services.close()

@@ -11,7 +11,8 @@ The buyer's links carry tokens of 192 random bits (:func:`atelier.store.db.new_t
 derived from any id; the status page uses the artwork's random public id. Lookups by token go
 through the unique index and are then compared in constant time.
 
-Painting itself is :func:`atelier.service.painting.render_commission` (the Gatys recipes);
+Painting itself is :func:`atelier.service.painting.render_painting` with the style's Gatys
+recipe scaled to the preview (:func:`preview_recipe`);
 ``Services.painter`` replaces it where a test wants something quicker.
 """
 
@@ -39,6 +40,7 @@ from atelier.store.db import Artwork, JobStatus, transaction, utcnow
 from atelier.store.queue import enqueue
 
 if TYPE_CHECKING:
+    from atelier.art.gatys import Recipe
     from atelier.service.catalog import StyleEntry
 
 log = logging.getLogger(__name__)
@@ -282,22 +284,54 @@ def preview_link(services: Services, token: str, locale: str) -> str:
 PREVIEW_EVERY = 10
 
 
+#: The fewest iterations a scaled-down preview pass keeps.
+MIN_PREVIEW_ITERATIONS = 10
+
+
+def preview_recipe(recipe: Recipe, max_size: int) -> Recipe:
+    """The recipe painted at most ``max_size`` pixels: every pass shrunk by the same factor
+    (coarse-to-fine proportions kept), and its iterations with it.
+
+    Scaling the sizes alone leaves the work of the small passes as it was and still costs a
+    minute per iteration of the last pass at 2 cores; scaling the iterations by the same factor
+    keeps each pass's share of the painting and makes the preview's time shrink roughly with
+    the cube of the factor, so a laptop demo finishes in a minute or two. The paid HD version
+    paints the full recipe.
+    """
+    if recipe.size <= max_size:
+        return recipe
+    factor = max_size / recipe.size
+    scaled = recipe.scaled(max_size)
+    passes = tuple(
+        replace(p, iterations=max(min(MIN_PREVIEW_ITERATIONS, p.iterations), round(p.iterations * factor)))
+        for p in scaled.passes
+    )
+    return replace(scaled, passes=passes, name=f"{recipe.name}, preview {max_size} px")
+
+
 def default_painter(services: Services) -> CommissionPainter:
-    """The style's Gatys recipe, its last pass at most ``max_size`` pixels (every pass scaled
-    with it), finished and watermarked: :func:`atelier.service.painting.render_commission`."""
+    """The style's Gatys recipe scaled to the preview (:func:`preview_recipe`), its finishing
+    and its watermark: :func:`atelier.service.painting.render_painting`."""
 
     def paint(photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback) -> Image.Image:
-        from atelier.service.painting import render_commission
+        from atelier.service.painting import choose_recipe, load_encoder, render_painting
 
-        return render_commission(
+        device = services.loader.device
+        models_dir = services.settings.models_path
+        encoder, _ = load_encoder(models_dir, device=device)
+        recipe = preview_recipe(choose_recipe(encoder.available_layers, style=style.source), max_size)
+        return render_painting(
             photo,
-            style.source,
-            max_size=max_size,
-            models_dir=services.settings.models_path,
-            device=services.loader.device,
+            models_dir=models_dir,
+            style=style.source,
+            recipe=recipe,
+            finishing=True,
+            watermark=True,
+            device=device,
             preview_every=PREVIEW_EVERY,
             progress=progress,
-        )
+            encoder=encoder,
+        ).image
 
     return paint
 
