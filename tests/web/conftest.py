@@ -19,6 +19,7 @@ from atelier.web.app import create_app
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 
 from service_fixtures import make_settings, small_jpeg  # noqa: E402
+from web_fixtures import postgres_server  # noqa: E402
 
 
 @pytest.fixture
@@ -63,28 +64,7 @@ def open_image(data: bytes) -> Image.Image:
 # ------------------------------------------------------------------------------------------------
 # PostgreSQL, a live server, SMTP
 
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def postgres_server() -> str:
-    """The PostgreSQL server the tests use, or fail (skip with ATELIER_TEST_SKIP_POSTGRES=1)
-    saying why it cannot be reached -- as the store tests do."""
-    import os
-
-    if os.environ.get("ATELIER_TEST_SKIP_POSTGRES") == "1":
-        pytest.skip("PostgreSQL tests skipped: ATELIER_TEST_SKIP_POSTGRES=1")
-    url = os.environ.get("ATELIER_TEST_POSTGRES_URL") or DEFAULT_POSTGRES
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(conninfo, connect_timeout=5) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL is not available at {url} ({exc}); start one or set ATELIER_TEST_SKIP_POSTGRES=1", pytrace=False)
-    return url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -106,31 +86,3 @@ def smtp() -> Iterator[tuple]:
     inbox, controller, port = smtp_server()
     yield inbox, port
     controller.stop()
-
-
-class LiveServer:
-    """The app served by uvicorn on a free loopback port, in a thread of this process."""
-
-    def __init__(self, app, port: int) -> None:  # type: ignore[no-untyped-def]
-        import threading
-
-        import uvicorn
-
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)

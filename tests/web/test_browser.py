@@ -16,7 +16,7 @@ import pytest
 
 from atelier.web.app import create_app
 
-from conftest import LiveServer
+from web_fixtures import LiveServer
 from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

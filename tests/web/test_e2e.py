@@ -20,7 +20,7 @@ from PIL import Image
 
 from atelier.web.app import create_app
 
-from conftest import LiveServer
+from web_fixtures import LiveServer
 from service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from atelier.store.db import Job, JobStatus, Worker, make_engine, transaction
 from atelier.store.scratch import scratch_database
 
-from conftest import postgres_server
+from web_fixtures import postgres_server
 from service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg, smtp_server, tiny_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
