@@ -40,8 +40,8 @@ from atelier.art.vgg import (
     layer_channels,
     layer_downsampling,
     load_vgg,
-    read_state_dict,
 )
+from atelier.art.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _convs_of_state_dict(state_dict: Mapping[str, torch.Tensor]) -> list[tuple[i
 
 def load_decoder(path: str | Path, *, device: str | torch.device = "cpu") -> Decoder:
     """Load ``decoder.pth`` or ``feature_invertor_conv{1,2,3}_1.pth``; the level comes with it."""
-    decoder = Decoder.from_state_dict(read_state_dict(path, what="AdaIN decoder"))
+    decoder = Decoder.from_state_dict(read_state_dict(path, what="AdaIN decoder", hint=DOWNLOAD_HINT))
     log.debug("loaded %s from %s", decoder.layout, path)
     return decoder.to(resolve_device(device))
 

@@ -17,18 +17,17 @@ writes RGB in about 0..255, unbounded; :meth:`FilterNet.stylize` takes and retur
 from __future__ import annotations
 
 import logging
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atelier.art.errors import ImageError, ModelError, ModelMissingError
+from atelier.art.errors import ImageError, ModelError
 from atelier.art.padding import crop_to, pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +191,7 @@ def load_filter(path: str | Path, *, device: str | torch.device = "cpu") -> Filt
     not such a state_dict raises :class:`ModelError`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelMissingError(
-            f"filter weights not found: {path} (run `atelier models download` to install them)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path.name} is not a readable PyTorch weights file ({exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path.name} does not hold a state_dict of tensors")
+    state = read_state_dict(path, what="filter")
     state = {k: v for k, v in state.items() if not _RUNNING_STATS_KEY.search(k)}
     net = FilterNet()
     try:

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +50,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from atelier.art.color import coral
-from atelier.art.errors import ArtError, ImageError, ModelError, ModelMissingError
+from atelier.art.errors import ArtError, ImageError, ModelError
 from atelier.art.images import to_pil, to_tensor
 from atelier.art.padding import pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.weights import read_state_dict
 
 ImageLike: TypeAlias = torch.Tensor | Image.Image
 
@@ -782,22 +781,8 @@ def _mask_weights(
     return weights, False
 
 
-def _read_state(path: Path, part: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ModelMissingError(
-            f"MicroAST {part} weights not found: {path} (run `atelier models download` to install them)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path.name} is not a readable PyTorch weights file ({exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path.name} does not hold a state_dict of tensors")
-    return state
-
-
 def _load_part(module: nn.Module, path: Path, part: str) -> None:
-    state = _read_state(path, part)
+    state = read_state_dict(path, what=f"MicroAST {part}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atelier.art.devices import resolve_device
-from atelier.art.errors import ModelError, ModelMissingError
+from atelier.art.errors import ModelError
+from atelier.art.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -285,26 +286,11 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(lines[1:3] if len(lines) > 1 else lines)
 
 
-def read_state_dict(path: str | Path, *, what: str) -> dict[str, torch.Tensor]:
-    """``torch.load`` a weights file safely (tensors only, onto the CPU), with typed refusals."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelMissingError(f"{what} weights not found at {path}; {DOWNLOAD_HINT}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file: pickle, zip and torch errors alike
-        raise ModelError(
-            f"{what} weights at {path} could not be read ({exc.__class__.__name__}: {exc})"
-        ) from exc
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{what} weights at {path} are not a state dict of tensors")
-    return dict(state)
-
-
 def load_vgg(
     path: str | Path, *, up_to: str | None = None, device: str | torch.device = "cpu"
 ) -> VGGEncoder:
     """Load ``vgg_normalised.pth`` (or a prefix of it), keeping layers up to ``up_to``."""
-    encoder = VGGEncoder.from_state_dict(read_state_dict(path, what="VGG encoder"), up_to=up_to)
+    state = read_state_dict(path, what="VGG encoder", hint=DOWNLOAD_HINT)
+    encoder = VGGEncoder.from_state_dict(state, up_to=up_to)
     log.debug("loaded VGG encoder from %s up to %s", path, encoder.last_layer)
     return encoder.to(resolve_device(device))
