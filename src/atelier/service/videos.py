@@ -184,9 +184,10 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
                 target,
                 paint=paint,
                 size=size,
-                limit_seconds=float(getattr(settings, "video_max_seconds", video.DEFAULT_LIMIT_SECONDS)),
-                limit_frames=int(getattr(settings, "video_max_frames", video.DEFAULT_LIMIT_FRAMES)),
-                limit_pixels=int(getattr(settings, "video_max_pixels", video.DEFAULT_LIMIT_PIXELS)),
+                temporal=settings.video_temporal,
+                limit_seconds=settings.video_max_seconds,
+                limit_frames=settings.video_max_frames,
+                limit_pixels=settings.video_max_pixels,
                 progress=ctx.progress_callback(end=0.97),
             )
         except video.VideoError as exc:
