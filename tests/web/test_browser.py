@@ -64,7 +64,12 @@ def page(browser, request: pytest.FixtureRequest):  # type: ignore[no-untyped-de
     """A phone-sized page in the test's language; fails the test on any script error or CSP
     violation."""
     lang = request.node.callspec.params["lang"]
+    from playwright.sync_api import expect
+
+    # Generous waits: on 2 shared cores a request can take seconds while a painting runs.
+    expect.set_options(timeout=30_000)
     context = browser.new_context(viewport=PHONE, locale={"en": "en-GB", "es": "es-ES"}[lang], device_scale_factor=2)
+    context.set_default_timeout(60_000)
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
