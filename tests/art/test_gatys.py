@@ -23,6 +23,7 @@ from atelier.art.gatys import (
     _Features,
     _GramLoss,
     gram,
+    nnpack_available,
     paint,
     parse_passes,
     pick_recipe,
@@ -76,21 +77,25 @@ def style_distance(encoder: VGGEncoder, image: torch.Tensor, style: torch.Tensor
 # ----------------------------------------------------------------------------- the network
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_the_fast_features_equal_the_encoder_s(channels_last: bool) -> None:
+BACKENDS = ["onednn", "plain", *(["nnpack"] if nnpack_available() else [])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fast_features_equal_the_encoder_s(backend: str) -> None:
     encoder = VGGEncoder.random(up_to="relu5_1")
     x = torch.rand(1, 3, 45, 67, generator=torch.Generator().manual_seed(1))
     layers = ["relu1_1", "conv2_2", "relu3_1", "relu4_2", "relu5_1"]
     expected = encoder(x, layers=layers)
-    got = _Features(encoder, up_to="relu5_1", channels_last=channels_last)(x, layers)
+    got = _Features(encoder, up_to="relu5_1", backend=backend)(x, layers)  # type: ignore[arg-type]
     for name in layers:
         scale = expected[name].abs().max()
         assert torch.allclose(got[name], expected[name], atol=1e-5 * float(scale)), name
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_the_fast_features_have_the_encoder_s_gradient(channels_last: bool) -> None:
-    # The pads and pools recompute what they need in the backward pass: same gradient.
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fast_features_have_the_encoder_s_gradient(backend: str) -> None:
+    # The pads and pools recompute what they need in the backward pass, NNPACK's backward is a
+    # full correlation with the flipped kernel: the same gradient as autograd's.
     encoder = VGGEncoder.random(up_to="relu4_2")
     g = torch.Generator().manual_seed(3)
     x = torch.rand(1, 3, 37, 50, generator=g)
@@ -104,7 +109,7 @@ def test_the_fast_features_have_the_encoder_s_gradient(channels_last: bool) -> N
         return image.grad
 
     expected = gradient(lambda image: encoder(image, layers=layers))
-    fast = _Features(encoder, up_to="relu4_2", channels_last=channels_last)
+    fast = _Features(encoder, up_to="relu4_2", backend=backend)  # type: ignore[arg-type]
     got = gradient(lambda image: fast(image, layers))
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
@@ -276,4 +281,6 @@ def test_the_engine_computes_the_textbook_losses() -> None:
     textbook: list[float] = []
     textbook_pass(encoder, photo, style, spec, on_iteration=textbook.append)
     ours = paint(encoder, photo, [style], recipe=Recipe("same", (spec,))).passes[0].losses
-    assert ours == pytest.approx(textbook, rel=1e-3)
+    assert ours[0] == pytest.approx(textbook[0], rel=1e-5)  # the same function...
+    # ... and the same optimisation (L-BFGS magnifies the convolutions' rounding a little).
+    assert ours == pytest.approx(textbook, rel=1e-2)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atelier.art.gatys import RECIPES, Pass, Recipe, paint, pass_shape
+from atelier.art.gatys import RECIPES, Pass, Recipe, paint, pass_shape, resolve_backend
 from atelier.art.progress import Progress
 from atelier.art.vgg import LAYOUT, VGGEncoder, layer_channels, layer_index
 from atelier.bench.engines import synthetic_image
@@ -169,9 +169,11 @@ def _pass(size: int, iterations: int, optimizer: str, layers: str) -> Pass:
 
 
 def _run_block(engine: str, encoder: VGGEncoder, content: torch.Tensor, style: torch.Tensor, spec: Pass) -> list[float]:
+    """``textbook``, or ``atelier:<backend>`` (auto, nnpack, onednn, plain)."""
     timer = _Timer([])
-    if engine == "atelier":
-        paint(encoder, content, [style], recipe=Recipe("bench", (spec,)), progress=timer)
+    if engine.startswith("atelier"):
+        backend = engine.partition(":")[2] or "auto"
+        paint(encoder, content, [style], recipe=Recipe("bench", (spec,)), backend=backend, progress=timer)  # type: ignore[arg-type]
     else:
         textbook_pass(encoder, content, style, spec, on_iteration=timer)
     return timer.iterations
@@ -213,46 +215,53 @@ def bench_gatys(
     rounds: int = 3,
     memory_size: int = 960,
     memory_iterations: int = 3,
+    backends: Sequence[str] = ("auto", "onednn"),
     device: torch.device | str = "cpu",
 ) -> Iterator[Row]:
     """Seconds per iteration of Atelier's Gatys engine and of the textbook loop, side by side.
 
     For each size and optimizer: ``rounds`` rounds of one textbook block and one Atelier block
-    of ``iterations`` iterations each, alternating; each figure is the median per-iteration time
-    over every round, and the ratio is textbook / Atelier. Then the compute floor (conv FLOPs
-    over this machine's measured conv throughput) and the peak memory of a ``memory_size`` px
-    pass of each (fresh processes; 0 skips it).
+    per backend (``auto`` is NNPACK on CPUs that have it; ``onednn`` is the same engine on the
+    convolutions the textbook loop uses) of ``iterations`` iterations each, alternating; each
+    figure is the median per-iteration time over every round, and the ratio is textbook /
+    Atelier. Then the compute floor (conv FLOPs over this machine's measured direct-conv
+    throughput) and the peak memory of a ``memory_size`` px pass of each (fresh processes; 0
+    skips it).
     """
     device = torch.device(device)
     deepest = max(LAYER_SETS[layers][0] + LAYER_SETS[layers][1], key=layer_index)
     encoder = VGGEncoder.random(up_to=deepest).to(device)
     note = f"{layers} layers to {deepest}, VGG-19 architecture with random weights"
+    engines = ["textbook", *(f"atelier:{b}" for b in backends)]
+    names = {f"atelier:{b}": f"atelier {resolve_backend(b, device)}" for b in backends}
     gflops = conv_gflops(device)
     for size in sizes:
         content = synthetic_image(size, size, seed=1).to(device)
         style = synthetic_image(size, size, seed=2).to(device)
         for optimizer in optimizers:
             spec = _pass(size, iterations, optimizer, layers)
-            times: dict[str, list[float]] = {"textbook": [], "atelier": []}
+            times: dict[str, list[float]] = {engine: [] for engine in engines}
             for round_ in range(rounds):
-                for engine in ("textbook", "atelier"):
+                for engine in engines:
                     times[engine] += _run_block(engine, encoder, content, style, spec)
                 log.info("gatys bench %d px %s: round %d of %d", size, optimizer, round_ + 1, rounds)
             textbook = statistics.median(times["textbook"])
-            atelier = statistics.median(times["atelier"])
-            params = {"size": size, "optimizer": optimizer, "iterations": len(times["atelier"])}
+            params = {"size": size, "optimizer": optimizer, "iterations": len(times["textbook"])}
             yield Row("gatys", f"textbook loop ({optimizer})", textbook, unit="iteration", params=params,
                       note=f"neural-style-pt's way; {note}")
-            yield Row("gatys", f"atelier ({optimizer})", atelier, unit="iteration", params=params,
-                      ratios={"faster than textbook": textbook / atelier}, note=note)
+            for engine in engines[1:]:
+                atelier = statistics.median(times[engine])
+                yield Row("gatys", f"{names[engine]} ({optimizer})", atelier, unit="iteration", params=params,
+                          ratios={"faster than textbook": textbook / atelier}, note=note)
         floor = pass_gflop(size, deepest) / gflops
         yield Row("gatys", "compute floor", floor, unit="iteration", params={"size": size},
                   note=f"{pass_gflop(size, deepest):.0f} GFLOP of convs per iteration at {gflops:.0f} GFLOP/s measured now")
     if memory_size:
-        for engine in ("textbook", "atelier"):
+        for engine in ("textbook", "atelier:auto"):
             seconds, peak, base = _memory_in_child(engine, memory_size, memory_iterations, layers, str(device))
             h, w = pass_shape(3, 4, memory_size)
-            yield Row("gatys", f"{engine} {memory_size} px pass (lbfgs)", seconds, unit="iteration",
+            label = "textbook" if engine == "textbook" else f"atelier {resolve_backend('auto', device)}"
+            yield Row("gatys", f"{label} {memory_size} px pass (lbfgs)", seconds, unit="iteration",
                       peak_mb=peak, params={"size": f"{w}x{h}", "iterations": memory_iterations},
                       note=f"peak RSS of a fresh process; {base:.0f} MiB before the pass (torch, weights)")
 

@@ -62,6 +62,7 @@ def gatys(
     iterations: int = typer.Option(6, min=2, help="Iterations per block (each engine runs one block per round)."),
     rounds: int = typer.Option(3, min=1, help="Alternating rounds of textbook and Atelier blocks."),
     memory_size: int = typer.Option(960, "--memory-size", min=0, help="Size of the pass whose peak memory is measured (0: skip)."),
+    backends: str = typer.Option("auto,onednn", help="Atelier's convolution backends to time: auto, nnpack, onednn, plain."),
     device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
@@ -79,7 +80,7 @@ def gatys(
         target = resolve_device(device or settings.device)
         rows = bench_gatys(
             sizes=_ints(sizes), optimizers=chosen, layers=layers, iterations=iterations, rounds=rounds,
-            memory_size=memory_size, device=target,
+            memory_size=memory_size, backends=[b.strip() for b in backends.split(",") if b.strip()], device=target,
         )
         emit(rows, as_json=as_json, title=f"Gatys on {_machine(target)}")
 
