@@ -17,12 +17,15 @@ weights 1e3 / C_l^2, content weight 1. Where this differs from the paper: max-po
 encoder's, as the authors' code) rather than the paper's average pooling, and reflection padding
 (AdaIN's layout) rather than zero padding.
 
-Speed (``atelier bench gatys`` measures it against the textbook loop in the same process): only
-the layers up to the deepest one a pass uses are run; the 1x1 colour-conversion layer is folded
-into conv1_1; activations are channels-last; ReLUs run in place where autograd allows; targets
-are computed once per pass under ``no_grad``; each style layer's loss and its gradient are one
-fused autograd function (one matrix product forward and one backward, where autograd would take
-two for the Gram's backward, plus the MSE's bookkeeping).
+Speed (``atelier bench gatys`` measures it against the textbook loop in the same process):
+nearly all the time goes to the 3x3 convolutions, forward and back to the pixels, so the large
+layers run on NNPACK's Winograd/FFT convolutions (fewer multiplications for the same sums; the
+backward pass is a forward convolution with the flipped kernel), the small late ones on oneDNN
+with channels-last activations. Besides: only the layers up to the deepest one a pass uses are
+run; the 1x1 colour-conversion layer is folded into conv1_1; ReLUs run in place where autograd
+allows; pads and pools keep less for the backward pass; targets are computed once per pass
+under ``no_grad``; each style layer's loss and its gradient are one fused autograd function
+(one matrix product each way, where autograd would take two for the Gram's backward).
 """
 
 from __future__ import annotations
