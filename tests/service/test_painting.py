@@ -111,7 +111,9 @@ def test_a_painting_is_finished_and_watermarked_and_its_hd_version_is_not(
     assert rendered.image.size == (128, 86)
     assert rendered.recipe.summary().startswith("starry (shallow): 48x6, 64x4")
     assert [len(p.losses) for p in rendered.passes] == [6, 4]
-    assert differs(rendered.painted, rendered.finished, (0, 0, 64, 43)) > 1.0  # levels and saturation
+    # Levels and saturation move every pixel a little (about one level on average here; an
+    # unfinished picture differs by exactly 0), the watermark is checked on its own below.
+    assert differs(rendered.painted, rendered.finished, (0, 0, 64, 43)) > 0.5
     stages = [p.stage for p in seen]
     assert stages[0] == "pass 1/2" and "pass 2/2" in stages and stages[-3:] == ["finish", "upscale", "done"]
 
