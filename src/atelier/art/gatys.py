@@ -862,7 +862,8 @@ def _run_pass(
         record.style_losses.append(style_loss.item())
         if progress is not None:
             preview = None
-            if preview_every > 0 and (iteration % preview_every == 0):
+            # Every K iterations, and at the end of each pass: a short pass still shows its result.
+            if preview_every > 0 and (iteration % preview_every == 0 or iteration == total):
                 preview = _preview(image, photo)
             progress(
                 Progress(

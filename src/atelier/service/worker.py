@@ -163,7 +163,9 @@ class JobContext:
         info = {"stage": stage} if stage else {}
         if detail:
             info.update(detail)
-        if preview_key is not None:
+        if self._previews:
+            # Every write replaces the job's detail: keep the count of stored pictures in each,
+            # or a later plain progress write would make the status page forget them.
             info["previews"] = self._previews
         ok = self.services.queue.set_progress(
             self.job.id, self.worker_id, fraction, detail=info or None, preview_key=preview_key
