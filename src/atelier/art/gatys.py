@@ -712,7 +712,8 @@ def paint(
     * ``original_colors``: luminance-only transfer (Gatys et al. 2017, section 5.1): paint
       the photo's luminance with the painting's luminance (matched to the photo's mean and
       spread), then put the photo's colours back.
-    * ``preview_every``: send a preview picture through ``progress`` every K iterations.
+    * ``preview_every``: send a preview picture through ``progress`` every K iterations and
+      at the end of each pass.
     * ``backend``: how the convolutions run (see :class:`_Features`); ``auto`` is the fastest
       this machine has.
     * ``progress``: called after every iteration with ``stage="pass i/n"``, the iteration,

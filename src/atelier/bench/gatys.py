@@ -148,16 +148,18 @@ def textbook_pass(
 
 @dataclass
 class _Timer:
-    """Per-iteration times from the callbacks (the first one, with the setup, is dropped)."""
+    """Per-iteration wall and CPU times from the callbacks (the first, with the setup, is
+    dropped). CPU time (all threads of this process) hardly moves when other programs take
+    turns on the cores, so its ratio is the steadier one on a shared machine."""
 
-    stamps: list[float]
+    stamps: list[tuple[float, float]]
 
     def __call__(self, *_: object) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append((time.perf_counter(), time.process_time()))
 
     @property
-    def iterations(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+    def iterations(self) -> list[tuple[float, float]]:
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.stamps, self.stamps[1:])]
 
 
 def _pass(size: int, iterations: int, optimizer: str, layers: str) -> Pass:
@@ -168,7 +170,9 @@ def _pass(size: int, iterations: int, optimizer: str, layers: str) -> Pass:
     )
 
 
-def _run_block(engine: str, encoder: VGGEncoder, content: torch.Tensor, style: torch.Tensor, spec: Pass) -> list[float]:
+def _run_block(
+    engine: str, encoder: VGGEncoder, content: torch.Tensor, style: torch.Tensor, spec: Pass
+) -> list[tuple[float, float]]:
     """``textbook``, or ``atelier:<backend>`` (auto, nnpack, onednn, plain)."""
     timer = _Timer([])
     if engine.startswith("atelier"):
@@ -211,8 +215,8 @@ def bench_gatys(
     sizes: Sequence[int] = (256, 512),
     optimizers: Sequence[str] = ("lbfgs", "adam"),
     layers: str = "classic",
-    iterations: int = 6,
-    rounds: int = 3,
+    iterations: int = 4,
+    rounds: int = 5,
     memory_size: int = 960,
     memory_iterations: int = 3,
     backends: Sequence[str] = ("auto", "onednn"),
@@ -234,25 +238,28 @@ def bench_gatys(
     note = f"{layers} layers to {deepest}, VGG-19 architecture with random weights"
     engines = ["textbook", *(f"atelier:{b}" for b in backends)]
     names = {f"atelier:{b}": f"atelier {resolve_backend(b, device)}" for b in backends}
-    gflops = conv_gflops(device)
     for size in sizes:
+        gflops = conv_gflops(device)
         content = synthetic_image(size, size, seed=1).to(device)
         style = synthetic_image(size, size, seed=2).to(device)
         for optimizer in optimizers:
             spec = _pass(size, iterations, optimizer, layers)
-            times: dict[str, list[float]] = {engine: [] for engine in engines}
+            times: dict[str, list[tuple[float, float]]] = {engine: [] for engine in engines}
             for round_ in range(rounds):
                 for engine in engines:
                     times[engine] += _run_block(engine, encoder, content, style, spec)
                 log.info("gatys bench %d px %s: round %d of %d", size, optimizer, round_ + 1, rounds)
-            textbook = statistics.median(times["textbook"])
+            wall = {e: statistics.median(t[0] for t in times[e]) for e in engines}
+            cpu = {e: statistics.median(t[1] for t in times[e]) for e in engines}
             params = {"size": size, "optimizer": optimizer, "iterations": len(times["textbook"])}
-            yield Row("gatys", f"textbook loop ({optimizer})", textbook, unit="iteration", params=params,
-                      note=f"neural-style-pt's way; {note}")
+            yield Row("gatys", f"textbook loop ({optimizer})", wall["textbook"], unit="iteration", params=params,
+                      note=f"neural-style-pt's way; CPU {cpu['textbook']:.3f} s/iteration; {note}")
             for engine in engines[1:]:
-                atelier = statistics.median(times[engine])
-                yield Row("gatys", f"{names[engine]} ({optimizer})", atelier, unit="iteration", params=params,
-                          ratios={"faster than textbook": textbook / atelier}, note=note)
+                yield Row(
+                    "gatys", f"{names[engine]} ({optimizer})", wall[engine], unit="iteration", params=params,
+                    ratios={"faster (wall)": wall["textbook"] / wall[engine], "faster (CPU)": cpu["textbook"] / cpu[engine]},
+                    note=f"CPU {cpu[engine]:.3f} s/iteration; {note}",
+                )
         floor = pass_gflop(size, deepest) / gflops
         yield Row("gatys", "compute floor", floor, unit="iteration", params={"size": size},
                   note=f"{pass_gflop(size, deepest):.0f} GFLOP of convs per iteration at {gflops:.0f} GFLOP/s measured now")
@@ -286,4 +293,4 @@ def _memory_run(engine: str, size: int, iterations: int, layers: str, device: st
     reset_peak_rss()
     base = peak_rss_mb()
     times = _run_block(engine, encoder, content, style, spec)
-    return statistics.median(times) if times else float("nan"), peak_rss_mb(), base
+    return statistics.median(t[0] for t in times) if times else float("nan"), peak_rss_mb(), base
