@@ -147,7 +147,8 @@ class Settings(BaseSettings):
     styles_dir: Path | None = Field(
         default=None,
         description="Folder of the hand-picked style catalog (one TOML file and its painting per "
-        "style). Default: <data dir>/styles; the styles that ship with Atelier are always there.",
+        "style). Default: <data dir>/styles. The shipped styles' paintings arrive there with "
+        "`atelier styles download`; `atelier styles add IMAGE` adds your own.",
     )
     smtp_url: str | None = Field(
         default=None,
