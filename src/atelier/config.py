@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -220,6 +220,33 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest video file accepted by POST /api/v1/videos, in bytes.",
     )
+
+    # --- sales: pricing ---------------------------------------------------------------------
+    trusted_country_headers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated request headers that carry the buyer's country and that "
+        "your proxy sets itself (CloudFront-Viewer-Country, CF-IPCountry). Empty: none is "
+        "trusted, because a client can send any header; only list one your proxy overwrites.",
+    )
+    geoip_database: Path | None = Field(
+        default=None,
+        description="A MaxMind GeoLite2/GeoIP2 Country .mmdb file, used to find the buyer's "
+        "country from their address when no trusted header says it. Unset: the region of the "
+        "browser's Accept-Language is used instead.",
+    )
+    price_table: Path | None = Field(
+        default=None,
+        description="TOML file of prices: country -> currency, currency -> suggested and minimum "
+        "price in minor units (cents), same layout as the shipped atelier/service/prices.toml. "
+        "Unset: the shipped table.",
+    )
+
+    @field_validator("trusted_country_headers", mode="before")
+    @classmethod
+    def _split_header_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
 
     @model_validator(mode="after")
     def _derive_dirs(self) -> Settings:
