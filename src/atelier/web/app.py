@@ -127,6 +127,9 @@ def create_app(
     app.include_router(api_docs.router)
     app.include_router(artworks_api.router)
     app.include_router(admin.router)
+    from atelier.web import sales
+
+    app.include_router(sales.router)
     app.include_router(pages.router)
     pages.install(app)
     if STATIC_DIR.is_dir():
