@@ -241,6 +241,36 @@ class Settings(BaseSettings):
         "Unset: the shipped table.",
     )
 
+    # --- sales: payments --------------------------------------------------------------------
+    stripe_secret_key: str | None = Field(
+        default=None,
+        description="Stripe secret API key (sk_live_... or sk_test_...). Set: buyers pay through "
+        "a Stripe Checkout Session. Unset: a local demo provider, clearly labelled, where no "
+        "money moves, so the whole flow works on a laptop.",
+    )
+    stripe_webhook_secret: str | None = Field(
+        default=None,
+        description="Signing secret (whsec_...) of the Stripe webhook endpoint "
+        "/api/v1/payments/stripe/webhook; every event is checked against it (signature and a "
+        "5-minute timestamp tolerance). Unset: the webhook refuses every event.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Base URL of the Stripe API. Unset: Stripe's own (https://api.stripe.com). "
+        "For Stripe's mock server or a test double on loopback.",
+    )
+    download_ttl_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="How long a mailed HD download link (/d/{token}) works, in hours from the "
+        "moment it is mailed.",
+    )
+    download_max_count: int = Field(
+        default=5,
+        ge=1,
+        description="How many times an HD download link can be used before it is refused.",
+    )
+
     @field_validator("trusted_country_headers", mode="before")
     @classmethod
     def _split_header_names(cls, value: object) -> object:
