@@ -221,6 +221,60 @@ class Settings(BaseSettings):
         description="Largest video file accepted by POST /api/v1/videos, in bytes.",
     )
 
+    # --- abuse: proxies, captcha, rate limits -----------------------------------------------
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated addresses or networks (CIDR, e.g. 10.0.0.0/8) of the reverse "
+        "proxies in front of the app. Only a request from one of them has its X-Forwarded-For "
+        "believed (the right-most address that is not a trusted proxy is the client). Empty: the "
+        "client is the connection's peer, whatever headers it sends.",
+    )
+    captcha_provider: Literal["none", "turnstile", "recaptcha", "hcaptcha"] = Field(
+        default="none",
+        description="Bot check on uploads and commissions: none (off), turnstile (Cloudflare), "
+        "recaptcha (Google reCAPTCHA v2/v3) or hcaptcha. Verified server-side; when the "
+        "provider cannot be reached the request is refused (fails closed).",
+    )
+    captcha_site_key: str | None = Field(
+        default=None, description="The captcha provider's public site key (shown in the page's widget)."
+    )
+    captcha_secret: str | None = Field(
+        default=None, description="The captcha provider's secret key, sent with each verification."
+    )
+    captcha_verify_url: str | None = Field(
+        default=None,
+        description="Verification endpoint. Unset: the provider's official one "
+        "(challenges.cloudflare.com, www.google.com/recaptcha, api.hcaptcha.com); for tests.",
+    )
+    captcha_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for the captcha provider before refusing."
+    )
+    captcha_pass_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a solved challenge lets the same browser upload again without a "
+        "new one (a signed cookie); 0 asks every time.",
+    )
+    rate_limit_window_seconds: int = Field(
+        default=3600, gt=0, description="Length of the rate limits' fixed window, in seconds."
+    )
+    rate_limit_uploads_per_ip: int = Field(
+        default=600,
+        ge=0,
+        description="Requests that send a file (uploads, stylize with a photo, videos, the "
+        "pages' forms) one client address may make per window; 0 for no limit. Counted in "
+        "the database, so every web process shares the count.",
+    )
+    rate_limit_commissions_per_ip: int = Field(
+        default=30, ge=0, description="Commissions one client address may order per window; 0 for no limit."
+    )
+    rate_limit_commissions_per_email: int = Field(
+        default=10, ge=0, description="Commissions one email address may order per window; 0 for no limit."
+    )
+    rate_limit_admin_logins_per_ip: int = Field(
+        default=10, ge=0, description="Sign-in attempts at /admin one client address may make per window; 0 for no limit."
+    )
+
     # --- sales: pricing ---------------------------------------------------------------------
     trusted_country_headers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -270,6 +324,13 @@ class Settings(BaseSettings):
         ge=1,
         description="How many times an HD download link can be used before it is refused.",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @field_validator("trusted_country_headers", mode="before")
     @classmethod
