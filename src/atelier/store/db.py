@@ -273,6 +273,19 @@ class Worker(Base):
     current_job_id: Mapped[int | None] = mapped_column(Integer)
 
 
+class RateCounter(Base):
+    """Requests counted against a rate limit in one fixed window (see service/ratelimit.py).
+
+    In the database so that every web process counts the same requests; one row per limited key
+    (``scope:kind:digest``, the digest of an address or email, never the value itself)."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, index=True)  # Unix seconds
+    hits: Mapped[int] = mapped_column(Integer)
+
+
 # ------------------------------------------------------------------------------------------------
 # engines and transactions
 
