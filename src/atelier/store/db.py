@@ -169,6 +169,12 @@ class Artwork(Base):
     preview_ready_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # Added by the sales service (migration 0003): the HD download link's lifetime and use count.
+    # The count goes up in one conditional UPDATE (count < limit), so two downloads at once
+    # cannot both take the last use.
+    download_expires_at: Mapped[datetime | None]
+    download_count: Mapped[int] = mapped_column(Integer, default=0)
+    download_limit: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):
