@@ -62,17 +62,22 @@ def install_test_style(services: Any, style_dir: Path) -> Any:
     return entry
 
 
+#: The text :func:`microast_painter` marks its previews with (opacity 0.5, bottom right).
+PREVIEW_MARK = "ATELIER PREVIEW"
+
+
 def microast_painter(services: Any, *, steps: int = 3, delay: float = 0.0) -> Any:
     """A commission painter made of the instant engine: MicroAST at ``max_size``, reported as
     ``steps`` progress steps with an intermediate picture each (``delay`` seconds apart), then
-    watermarked. Real weights; quick enough for tests of the commission plumbing."""
+    watermarked unless ``watermark`` is False (the paid HD version). Real weights; quick enough
+    for tests of the commission plumbing."""
     import time
 
-    from atelier.art.finish import watermark
+    from atelier.art.finish import watermark as mark
     from atelier.art.images import fit_longest, to_pil, to_tensor
     from atelier.art.progress import Progress
 
-    def paint(photo: Any, style: Any, *, max_size: int, progress: Any) -> Any:
+    def paint(photo: Any, style: Any, *, max_size: int, progress: Any, watermark: bool = True) -> Any:
         engine = services.loader.style_engine("microast")
         content = to_tensor(fit_longest(photo, max_size))
         painting = to_tensor(fit_longest(style.load_image(), 256))
@@ -82,7 +87,7 @@ def microast_painter(services: Any, *, steps: int = 3, delay: float = 0.0) -> An
             progress(Progress(f"pass {step}/{steps}", step, steps, preview=picture))
             time.sleep(delay)
         assert picture is not None
-        return watermark(picture, text="ATELIER PREVIEW", opacity=0.5)
+        return mark(picture, text=PREVIEW_MARK, opacity=0.5) if watermark else picture
 
     return paint
 

@@ -53,14 +53,20 @@ _EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za
 
 
 class ArtworkStatus:
-    """What the buyer sees (the sales issue adds paid, hd_painting, delivered)."""
+    """What the buyer sees: the painting's progress, then the sale's (atelier.service.payments)."""
 
     QUEUED = "queued"
     PAINTING = "painting"
     PREVIEW_READY = "preview_ready"
     FAILED = "failed"
+    PAID = "paid"  # the payment is recorded and the HD job queued
+    HD_PAINTING = "hd_painting"
+    DELIVERED = "delivered"  # the HD picture is stored and its download link mailed
 
-    FINAL = (PREVIEW_READY, FAILED)
+    #: Nothing more happens to the preview (a paid artwork's status page stops following it).
+    FINAL = (PREVIEW_READY, FAILED, PAID, HD_PAINTING, DELIVERED)
+    #: The preview exists: the ones a buyer can pay for or has paid for.
+    SOLD = (PAID, HD_PAINTING, DELIVERED)
 
 
 class OrderError(ArtError):
@@ -68,11 +74,11 @@ class OrderError(ArtError):
 
 
 class CommissionPainter(Protocol):
-    """Paints a commission preview: the finished, watermarked picture, longest side at most
-    ``max_size``."""
+    """Paints a commission: the finished picture, longest side ``max_size``, watermarked (the
+    preview) unless ``watermark`` is False (the paid HD version, see atelier.service.payments)."""
 
     def __call__(
-        self, photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback
+        self, photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback, watermark: bool = True
     ) -> Image.Image: ...
 
 
@@ -205,7 +211,7 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
             status = ArtworkStatus.FAILED
         if status == ArtworkStatus.FAILED:
             error = "painting failed"
-    if status == ArtworkStatus.PREVIEW_READY:
+    if status == ArtworkStatus.PREVIEW_READY or status in ArtworkStatus.SOLD:
         progress = 1.0
     return ArtworkView(
         id=pid,
@@ -313,7 +319,9 @@ def default_painter(services: Services) -> CommissionPainter:
     """The style's Gatys recipe scaled to the preview (:func:`preview_recipe`), its finishing
     and its watermark: :func:`atelier.service.painting.render_painting`."""
 
-    def paint(photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback) -> Image.Image:
+    def paint(
+        photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback, watermark: bool = True
+    ) -> Image.Image:
         from atelier.service.painting import choose_recipe, load_encoder, render_painting
 
         device = services.loader.device
@@ -326,7 +334,7 @@ def default_painter(services: Services) -> CommissionPainter:
             style=style.source,
             recipe=recipe,
             finishing=True,
-            watermark=True,
+            watermark=watermark,
             device=device,
             preview_every=PREVIEW_EVERY,
             progress=progress,
@@ -361,10 +369,12 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
         artwork = session.get(Artwork, artwork_id)
         if artwork is None:
             raise PermanentJobError(f"artwork {artwork_id} does not exist")
-        if artwork.status == ArtworkStatus.PREVIEW_READY and artwork.preview_key and services.blobs.exists(artwork.preview_key):
+        sold = artwork.status in ArtworkStatus.SOLD
+        if (artwork.status == ArtworkStatus.PREVIEW_READY or sold) and artwork.preview_key and services.blobs.exists(artwork.preview_key):
             # A second run after the first finished but could not record it: nothing to redo.
             return {"preview_key": artwork.preview_key, "repeated": True}
-        artwork.status = ArtworkStatus.PAINTING
+        if not sold:  # a sold artwork whose preview is remade keeps the sale's status
+            artwork.status = ArtworkStatus.PAINTING
         style_name, upload_id, locale = artwork.style, artwork.content_upload_id, artwork.locale
         email, token, key = artwork.owner_email, artwork.preview_token, preview_key(artwork)
         max_size = int((artwork.parameters or {}).get("preview_max_size") or services.settings.preview_max_size)
@@ -390,7 +400,8 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
     with transaction(services.engine) as session:
         artwork = session.get(Artwork, artwork_id)
         assert artwork is not None
-        artwork.status = ArtworkStatus.PREVIEW_READY
+        if artwork.status not in ArtworkStatus.SOLD:
+            artwork.status = ArtworkStatus.PREVIEW_READY
         artwork.preview_key = key
         artwork.preview_ready_at = utcnow()
         artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": [picture.width, picture.height]}
@@ -411,7 +422,7 @@ def _mark_failed(services: Services, artwork_id: int) -> None:
     """The painting failed for good: tell the owner, once."""
     with transaction(services.engine) as session:
         artwork = session.get(Artwork, artwork_id)
-        if artwork is None or artwork.status == ArtworkStatus.PREVIEW_READY:
+        if artwork is None or artwork.status == ArtworkStatus.PREVIEW_READY or artwork.status in ArtworkStatus.SOLD:
             return
         artwork.status = ArtworkStatus.FAILED
         entry = services.catalog.get(artwork.style)
