@@ -190,6 +190,18 @@ class JobContext:
         return report
 
 
+#: Longest wait between two tries of a worker that cannot reach the database.
+OUTAGE_BACKOFF_MAX = 15.0
+
+
+def outage_backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed tries in a row to reach the queue: 0.5 s
+    doubling up to :data:`OUTAGE_BACKOFF_MAX`. Short at first (a restart takes seconds), bounded
+    so that the worker is back within seconds of the database; every worker of a fleet retrying
+    at full speed would hammer a database that is coming back up."""
+    return min(OUTAGE_BACKOFF_MAX, 0.5 * 2 ** max(0, failures - 1))
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -296,14 +308,26 @@ class Worker:
         """Work until ``stop`` is set: claim, run, and wait for new jobs when there are none."""
         log.info("worker %s started (kinds: %s)", self.worker_id, ", ".join(self.kinds))
         self.report_presence(force=True)
+        failures = 0
         try:
             while not stop.is_set():
                 try:
                     outcome = self.run_once(stop)
-                except Exception:  # noqa: BLE001 - the database may be down: wait, try again
-                    log.warning("worker %s: claiming failed; retrying", self.worker_id, exc_info=True)
-                    stop.wait(min(self.idle_wait, 5.0))
+                except Exception as exc:  # noqa: BLE001 - the database may be down: wait, try again
+                    failures += 1
+                    delay = outage_backoff(failures)
+                    # One traceback per outage; then one line per try, so a long outage does not
+                    # bury the log.
+                    log.warning(
+                        "worker %s: cannot reach the queue (%s: %s); try %d, again in %.1f s",
+                        self.worker_id, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                        failures, delay, exc_info=failures == 1,
+                    )
+                    stop.wait(delay)
                     continue
+                if failures:
+                    log.warning("worker %s: the queue answers again after %d failed tries", self.worker_id, failures)
+                    failures = 0
                 self.report_presence()
                 if outcome is None and not stop.is_set():
                     try:

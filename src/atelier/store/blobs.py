@@ -25,6 +25,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from atelier.store.errors import (
     InvalidKeyError,
     PolicyError,
     StorageConfigError,
+    StorageUnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -515,6 +517,9 @@ class S3BlobStore(BlobStore):
                     signature_version="s3v4",
                     s3={"addressing_style": "path" if endpoint_url else "auto"},
                     retries={"max_attempts": 5, "mode": "standard"},
+                    # boto3 waits 60 s for a connection by default, per attempt: a store that
+                    # is down would hold a web request for minutes before it could say 503.
+                    connect_timeout=5,
                 ),
             )
         self.client = client
@@ -529,7 +534,29 @@ class S3BlobStore(BlobStore):
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
         return code in ("404", "NoSuchKey", "NotFound")
 
+    @contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        """Turn "the store is not there" (refused, timed out, 5xx after boto3's retries) into
+        :class:`StorageUnavailableError`, which callers can tell from a refusal: the web app
+        answers 503 with Retry-After, a job is retried later."""
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise StorageUnavailableError(f"cannot reach the storage to {what}: {exc}") from exc
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status >= 500:
+                raise StorageUnavailableError(f"the storage failed to {what}: {exc}") from exc
+            raise
+
     def put(self, key: str, data: BlobSource, *, content_type: str) -> BlobInfo:
+        with self._reaching(f"store {key}"):
+            return self._put(key, data, content_type=content_type)
+
+    def _put(self, key: str, data: BlobSource, *, content_type: str) -> BlobInfo:
         full = self._full(key)
         if isinstance(data, (bytes, bytearray, memoryview)):
             self.client.put_object(
@@ -550,7 +577,8 @@ class S3BlobStore(BlobStore):
         from botocore.exceptions import ClientError
 
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            with self._reaching(f"read {key}"):
+                response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
         except ClientError as exc:
             if self._missing(exc):
                 raise BlobNotFoundError(key) from None
@@ -559,13 +587,15 @@ class S3BlobStore(BlobStore):
         return body if isinstance(body, io.IOBase) else io.BytesIO(body.read())
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        with self._reaching(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def stat(self, key: str) -> BlobInfo:
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            with self._reaching(f"look up {key}"):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
         except ClientError as exc:
             if self._missing(exc):
                 raise BlobNotFoundError(key) from None
@@ -580,7 +610,12 @@ class S3BlobStore(BlobStore):
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         validate_prefix(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix))
+        while True:
+            with self._reaching(f"list {prefix or 'the bucket'}"):
+                page = next(pages, None)
+            if page is None:
+                return
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(self.prefix) :]
                 if not _KEY.fullmatch(key):

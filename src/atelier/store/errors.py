@@ -26,6 +26,11 @@ class PolicyError(StoreError):
     """An upload that breaks its signed policy (expired, too big, wrong type, forged)."""
 
 
+class StorageUnavailableError(StoreError):
+    """The blob store cannot be reached (refused, timed out, or answering 5xx after retries).
+    Nothing was stored; the same call may succeed later."""
+
+
 class StorageConfigError(StoreError):
     """ATELIER_STORAGE_URL (or a setting that goes with it) is not usable."""
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
 from atelier.art.images import FileTooLargeError, ImageTooLargeError
-from atelier.store.errors import PolicyError, StoreError
+from atelier.store.errors import PolicyError, StorageUnavailableError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,37 @@ def status_of(exc: Exception) -> tuple[int, str]:
     return 422, "refused"
 
 
+#: Seconds a client is asked to wait (Retry-After) while the database or the storage is away.
+DATABASE_RETRY_AFTER = 10
+STORAGE_RETRY_AFTER = 5
+
+
+def wants_page(request: Request) -> bool:
+    """Whether the request came from a page (a browser asking for HTML, not the JSON API):
+    it then gets a friendly page in its language rather than a JSON error."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/", "/blobs/")) or path in ("/healthz", "/readyz", "/metrics"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def unavailable_page(request: Request, *, retry_after: int) -> Response:
+    """503 with Retry-After: the page that says "back in a moment", in the page's language."""
+    from atelier.service import i18n
+    from atelier.web.templating import render
+
+    first = request.url.path.strip("/").split("/", 1)[0]
+    locale = first if first in i18n.LOCALES else i18n.negotiate(request.headers.get("accept-language"))
+    return render(
+        request,
+        "unavailable.html",
+        locale,
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -78,9 +109,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("upload_refused", str(exc)), status_code=403)
 
     @app.exception_handler(StoreError)
-    async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
+    async def _store_error(request: Request, exc: StoreError) -> Response:
         log.error("store error: %s", exc)
-        return JSONResponse(error_body("store_error", "storage is not available right now; try again"), status_code=503, headers={"Retry-After": "5"})
+        if isinstance(exc, StorageUnavailableError) and wants_page(request):
+            return unavailable_page(request, retry_after=STORAGE_RETRY_AFTER)
+        return JSONResponse(
+            error_body("store_error", "storage is not available right now; try again"),
+            status_code=503,
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -91,17 +128,27 @@ def install(app: FastAPI) -> None:
         message = "; ".join(f"{f['field']}: {f['message']}" if f["field"] else f["message"] for f in fields)
         return JSONResponse(error_body("invalid_request", message or "invalid request", fields=fields), status_code=422)
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database unavailable: %s", str(exc.orig or exc).splitlines()[0] if str(exc) else exc)
+    async def _database_down(request: Request, exc: DBAPIError) -> Response:
+        first_line = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, first_line)
+        if wants_page(request):
+            return unavailable_page(request, retry_after=DATABASE_RETRY_AFTER)
         return JSONResponse(
             error_body("unavailable", "the service is busy or restarting; try again in a moment"),
             status_code=503,
-            headers={"Retry-After": "10"},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
 
+    # OperationalError: the server refused or dropped the connection; InterfaceError: psycopg
+    # found its connection closed under it. Both pass once the database is back (the pool
+    # pre-pings, so no restart is needed), hence 503 and not 500.
+    app.add_exception_handler(OperationalError, _database_down)  # type: ignore[arg-type]
+    app.add_exception_handler(InterfaceError, _database_down)  # type: ignore[arg-type]
+
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return await _database_down(request, exc)
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(error_body("internal", "something went wrong on our side; try again"), status_code=500)
 
