@@ -26,16 +26,10 @@ This module uses the standard library only (urllib) and imports nothing of ours 
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import http.client
 import logging
 import os
-import socket
-import ssl
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,7 +40,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from atelier.art.errors import ModelError, ModelMissingError
-from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.fetch import FetchError, fetch
+from atelier.art.fetch import host as _host
+from atelier.art.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -797,67 +793,24 @@ def _fetch(
     timeout: float,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``temp``; return (bytes, sha256). Raises ModelError on any failure."""
-    host = _host(url)
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    limit = expected_size if expected_size is not None else _MAX_UNPINNED_BYTES
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - https/http only
-    except urllib.error.HTTPError as exc:
-        raise ModelError(f"{host} answered HTTP {exc.code} ({exc.reason}) for {url}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Unreachable(
-            f"could not reach {host} ({_describe(reason)}): are you offline? "
-            "copy the files with `atelier models import DIR`"
-        ) from None
-    digest = hashlib.sha256()
-    received = 0
-    with response:
-        announced = response.headers.get("Content-Length")
-        length = int(announced) if announced and announced.isdigit() else None
-        limit = expected_size if expected_size is not None else _MAX_UNPINNED_BYTES
-        if length is not None and length > limit:
-            raise ModelError(f"{host} offers {length} bytes for {stage}, expected {limit}; refusing it")
-        total = expected_size or length or 0
-        try:
-            with temp.open("wb") as out:
-                while chunk := response.read(_CHUNK):
-                    received += len(chunk)
-                    if received > limit:
-                        raise ModelError(f"{host} sent more than {limit} bytes for {stage}; refusing it")
-                    digest.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(Progress(stage=stage, step=received, total=total))
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise ModelError(f"the disk is full while writing {stage} ({temp.parent})") from None
-            raise ModelError(
-                f"the download of {stage} from {host} was interrupted ({_describe(exc)}); "
-                "nothing was installed"
-            ) from None
-    if length is not None and received != length:
-        raise ModelError(
-            f"the download of {stage} from {host} was cut off ({received} of {length} bytes); "
-            "nothing was installed"
+        return fetch(
+            url,
+            temp,
+            limit=limit,
+            expected_size=expected_size,
+            stage=stage,
+            user_agent=_USER_AGENT,
+            timeout=timeout,
+            progress=progress,
         )
-    return received, digest.hexdigest()
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or url
-
-
-def _describe(reason: object) -> str:
-    if isinstance(reason, socket.gaierror):
-        return "the name does not resolve"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error: {reason}"
-    text = str(reason).strip()
-    return text or type(reason).__name__
+    except FetchError as exc:
+        if exc.unreachable:
+            raise _Unreachable(f"{exc}: are you offline? copy the files with `atelier models import DIR`") from None
+        if "interrupted" in str(exc) or "cut off" in str(exc):
+            raise ModelError(f"{exc}; nothing was installed") from None
+        raise ModelError(str(exc)) from None
 
 
 def _pick_failure(failures: list[ModelError]) -> ModelError:

@@ -47,15 +47,12 @@ style.toml, every key but ``[title] en`` optional::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -66,10 +63,12 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from atelier.art.errors import ArtError, ImageError
+from atelier.art.fetch import FetchError, fetch
+from atelier.art.fetch import host as _host
 from atelier.art.finish import FinishSpec
 from atelier.art.gatys import Pass, Recipe, RecipeError, check_layers, pick_recipe
 from atelier.art.images import decode_image, save_image
-from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,6 @@ MAX_PAINTING_PIXELS = 60_000_000
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 _USER_AGENT = "atelier-styles/1 (style catalog download; python urllib)"
-_CHUNK = 1024 * 1024
 
 
 class StyleError(ArtError):
@@ -708,39 +706,10 @@ def _fetch_painting(style: Style, urls: Iterable[str], *, timeout: float, progre
 
 def _stream(url: str, dest: Path, *, stage: str, timeout: float, progress: ProgressCallback | None) -> str:
     """Fetch ``url`` into ``dest`` (bounded by MAX_PAINTING_BYTES); return the sha256."""
-    host = _host(url)
-    # Wikimedia refuses requests without a descriptive User-Agent.
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only
-    except urllib.error.HTTPError as exc:
-        raise StyleError(f"{host} answered HTTP {exc.code} ({exc.reason})") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StyleError(f"could not reach {host} ({reason}): are you offline?") from None
-    digest = hashlib.sha256()
-    received = 0
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else 0
-        if total > MAX_PAINTING_BYTES:
-            raise StyleError(f"{host} offers {total} bytes; a painting may have {MAX_PAINTING_BYTES}")
-        try:
-            with dest.open("wb") as out:
-                while chunk := response.read(_CHUNK):
-                    received += len(chunk)
-                    if received > MAX_PAINTING_BYTES:
-                        raise StyleError(f"{host} sent more than {MAX_PAINTING_BYTES} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(Progress(stage=stage, step=received, total=total))
-        except OSError as exc:
-            raise StyleError(f"the download from {host} was interrupted ({exc})") from None
-    if total and received != total:
-        raise StyleError(f"the download from {host} was cut off ({received} of {total} bytes)")
-    return digest.hexdigest()
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or url
+        _, sha = fetch(
+            url, dest, limit=MAX_PAINTING_BYTES, stage=stage, user_agent=_USER_AGENT, timeout=timeout, progress=progress
+        )
+    except FetchError as exc:
+        raise StyleError(f"{exc}: are you offline?" if exc.unreachable else str(exc)) from None
+    return sha
