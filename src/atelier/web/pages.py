@@ -319,7 +319,36 @@ async def preview_page(services: ServicesDep, request: Request, lang: str, token
         height=info.height,
         style_title=entry.title(locale) if entry is not None else info.style,
         artist=entry.artist if entry is not None else None,
+        price=_price_context(services, request, locale) if info.status == ArtworkStatus.PREVIEW_READY else None,
+        pay_url=f"/{locale}/a/{token}/pay",
     )
+
+
+def _price_context(services: Services, request: Request, locale: str) -> dict[str, Any] | None:
+    """The checkout form's numbers for this buyer: their country's currency, the suggestion and
+    the minimum, written for their language (None when the price table is broken: the preview
+    still shows, the log says why)."""
+    from atelier.service import pricing
+
+    try:
+        table = pricing.price_table_of(services.settings)
+    except pricing.PriceTableError:
+        log.exception("no checkout form: the price table is not valid")
+        return None
+    country = pricing.country_from_request(
+        headers=request.headers, client_ip=request.client.host if request.client else None, settings=services.settings
+    )
+    price = pricing.price_for(country=country, table=table)
+    shown = pricing.display_locale(locale, country)
+    return {
+        "currency": price.currency,
+        "country": country or "",
+        "suggested": pricing.format_amount(price.suggested_minor, currency=price.currency, locale=shown, exponent=price.exponent),
+        "minimum": pricing.format_amount(price.minimum_minor, currency=price.currency, locale=shown, exponent=price.exponent),
+        "value": pricing.input_amount(price.suggested_minor, exponent=price.exponent),
+        "min": pricing.input_amount(price.minimum_minor, exponent=price.exponent),
+        "step": pricing.input_amount(1, exponent=price.exponent),
+    }
 
 
 def not_found(request: Request, locale: str) -> Response:
