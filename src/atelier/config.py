@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         description="Sends of one mail before it is given up (kept in the outbox table as dead, "
         "shown in /admin); retries back off from 30 s to an hour.",
     )
+    mail_retry_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait before the first retry of a mail the server could not take (SMTP down); "
+        "each further retry waits twice as long, at most an hour.",
+    )
     preview_max_size: int = Field(
         default=384,
         ge=32,

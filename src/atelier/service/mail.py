@@ -386,10 +386,11 @@ class _Claimed:
     attempts: int
 
 
-def backoff(attempts: int, rng: random.Random | None = None) -> float:
-    """Seconds before the next try after ``attempts`` failures: 30 s doubling, at most an hour,
-    less up to a quarter at random so mails that failed together do not return together."""
-    base = min(3600.0, 30.0 * 2 ** max(0, attempts - 1))
+def backoff(attempts: int, rng: random.Random | None = None, *, first: float = 30.0) -> float:
+    """Seconds before the next try after ``attempts`` failures: ``first`` (30 s) doubling, at
+    most an hour, less up to a quarter at random so mails that failed together do not return
+    together."""
+    base = min(3600.0, first * 2 ** max(0, attempts - 1))
     return base * (1.0 - 0.25 * (rng or random).random())
 
 
@@ -403,6 +404,7 @@ class Mailer:
         *,
         mail_from: str,
         max_attempts: int = 10,
+        retry_seconds: float = 30.0,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -410,6 +412,7 @@ class Mailer:
         self.transport = transport
         self.mail_from = mail_from
         self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
         self.metrics = metrics
         self.clock = clock
 
@@ -420,7 +423,14 @@ class Mailer:
             transport = SmtpTransport(settings.smtp_url, starttls=settings.smtp_starttls, timeout=settings.smtp_timeout)
         else:
             transport = FolderTransport(settings.data_dir / "outbox")
-        return cls(engine, transport, mail_from=settings.mail_from, max_attempts=settings.mail_max_attempts, metrics=metrics)
+        return cls(
+            engine,
+            transport,
+            mail_from=settings.mail_from,
+            max_attempts=settings.mail_max_attempts,
+            retry_seconds=settings.mail_retry_seconds,
+            metrics=metrics,
+        )
 
     # -- one round ---------------------------------------------------------------------------
 
@@ -478,7 +488,7 @@ class Mailer:
                     log.error("mail %s to %s given up after %d attempts: %s", mail.id, mail.to_addr, mail.attempts, exc)
                     self._count("dead")
                 else:
-                    delay = backoff(mail.attempts)
+                    delay = backoff(mail.attempts, first=self.retry_seconds)
                     self._settle(mail, "pending", error=str(exc), retry_in=delay)
                     log.warning("mail %s to %s failed (%s); retrying in %.0f s", mail.id, mail.to_addr, exc, delay)
                     self._count("retry")
