@@ -183,6 +183,29 @@ register_template(
 )
 
 
+register_template(
+    MailTemplate(
+        name="download_ready",
+        subject="{{ _('Your artwork in high resolution') }}",
+        text="""{{ _('Hello,') }}
+
+{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. Here it is at full resolution, twice as large and without the watermark:{% endtrans %}
+
+{{ link }}
+
+{% trans hours=hours, count=count %}The link works for {{ hours }} hours and for {{ count }} downloads.{% endtrans %}
+
+{{ _('Atelier') }}
+""",
+        html="""<p>{{ _('Hello,') }}</p>
+<p>{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. Here it is at full resolution, twice as large and without the watermark:{% endtrans %}</p>
+{{ button(link, _('Download my artwork')) }}
+<p style="font-size:14px;color:#6b6158">{% trans hours=hours, count=count %}The link works for {{ hours }} hours and for {{ count }} downloads.{% endtrans %}</p>
+<p style="font-size:13px;color:#8a8075;word-break:break-all">{{ link }}</p>""",
+    )
+)
+
+
 @cache
 def _environment(locale: str) -> jinja2.Environment:
     # One environment per language: installing translations changes the environment, so

@@ -1,7 +1,275 @@
-"""Sales pages and endpoints: pay for an artwork, the Stripe webhook, receipts, HD downloads."""
+"""Sales pages and endpoints: pay for an artwork, the Stripe webhook, the demo provider's page,
+receipts and HD downloads.
+
+* ``POST /{lang}/a/{token}/pay``: the preview page's checkout form. The amount is parsed and
+  checked against its currency's minimum here, on the server (the form's ``min`` is only a
+  convenience); too low re-renders the preview page with the reason. Then 303 to the provider.
+* ``POST /api/v1/payments/stripe/webhook``: the raw body goes to
+  :func:`atelier.service.payments.handle_stripe_webhook`. Refused events answer 4xx (Stripe
+  stops retrying); a database that is down answers 503 (Stripe retries, nothing is lost).
+* ``/{lang}/demo-checkout/{ref}``: the local demo provider (only without a Stripe key).
+* ``/{lang}/receipts/{artwork id}``: the state of the sale, and the download button once ready.
+* ``GET /d/{token}``: the HD picture; 410 with a friendly page once expired or used up.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from atelier.service import i18n, payments
+from atelier.service.artworks import ArtworkStatus, artwork_by_preview_token
+from atelier.service.context import Services
+from atelier.store.errors import StoreError
+from atelier.web.deps import services_of
+from atelier.web.templating import render
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+ServicesDep = Annotated[Services, Depends(services_of)]
+
+
+class _NotAPage(Exception):
+    pass
+
+
+def _locale(lang: str) -> str:
+    if not i18n.is_supported(lang):
+        raise _NotAPage(lang)
+    return lang
+
+
+def _not_found(request: Request, locale: str) -> Response:
+    return render(request, "not_found.html", locale, status_code=404)
+
+
+def _public_base(services: Services, request: Request) -> str:
+    # Links the provider sends the buyer back to: the configured public address (what mails
+    # use), never the request's Host header, which a client chooses.
+    return services.public_url
+
+
+# ------------------------------------------------------------------------------------------------
+# paying
+
+
+def _price_for_currency(services: Services, request: Request, currency: str) -> Any:
+    """The buyer's price in ``currency``: the table's row for it (a buyer may keep the currency
+    the page offered even if their country guess changed between two requests)."""
+    from atelier.service import pricing
+
+    table = pricing.price_table_of(services.settings)
+    country = pricing.country_from_request(
+        headers=request.headers, client_ip=request.client.host if request.client else None, settings=services.settings
+    )
+    row = table.currencies.get((currency or "").upper())
+    if row is None:
+        return None, country
+    return pricing.Price(country=country, currency=row.currency, suggested_minor=row.suggested_minor, minimum_minor=row.minimum_minor, exponent=row.exponent), country
+
+
+def _preview_again(services: Services, request: Request, locale: str, token: str, info: Any, error: str, typed: str) -> Response:
+    """The preview page again, with the reason the amount was refused and what was typed."""
+    from atelier.web import pages
+
+    entry = services.catalog.get(info.style)
+    price = pages._price_context(services, request, locale)
+    if price is not None and typed:
+        price = dict(price, value=typed[:32])
+    return render(
+        request,
+        "preview.html",
+        locale,
+        status_code=422,
+        headers={"Referrer-Policy": "no-referrer"},
+        image_url=f"/a/{token}/preview.jpg",
+        width=info.width,
+        height=info.height,
+        style_title=entry.title(locale) if entry is not None else info.style,
+        artist=entry.artist if entry is not None else None,
+        price=price,
+        pay_url=f"/{locale}/a/{token}/pay",
+        error=error,
+    )
+
+
+@router.post("/{lang}/a/{token}/pay")
+def pay(
+    services: ServicesDep,
+    request: Request,
+    lang: str,
+    token: str,
+    amount: Annotated[str, Form()] = "",
+    currency: Annotated[str, Form()] = "",
+) -> Response:
+    """The checkout form: check the amount on the server, start the checkout, send the buyer on."""
+    from atelier.service import pricing
+
+    try:
+        locale = _locale(lang)
+    except _NotAPage:
+        return _not_found(request, i18n.DEFAULT_LOCALE)
+    info = artwork_by_preview_token(services, token)
+    if info is None:
+        return _not_found(request, locale)
+    if info.status in ArtworkStatus.SOLD:
+        return RedirectResponse(payments.receipt_path(info.public_id, locale), status_code=303)
+    _ = i18n.translations(locale).gettext
+    if info.status != ArtworkStatus.PREVIEW_READY:
+        return _not_found(request, locale)
+    price, country = _price_for_currency(services, request, currency)
+    if price is None:
+        return _preview_again(services, request, locale, token, info, _("Please choose an amount in one of the currencies offered."), amount)
+    try:
+        minor = pricing.parse_amount(amount, currency=price.currency, locale=pricing.display_locale(locale, country))
+        pricing.check_amount(minor, price)
+    except pricing.PricingError as exc:
+        return _preview_again(services, request, locale, token, info, exc.message_for(locale), amount)
+    try:
+        started = payments.start_checkout(
+            services, artwork=info, amount_minor=minor, currency=price.currency, locale=locale, base_url=_public_base(services, request)
+        )
+    except payments.PaymentError as exc:
+        log.warning("checkout for %s not started: %s", info.public_id, exc)
+        return _preview_again(services, request, locale, token, info, _("The payment could not be started. Please try again in a moment."), amount)
+    return RedirectResponse(started.url, status_code=303)
+
+
+@router.get("/{lang}/demo-checkout/{reference}")
+def demo_checkout_page(services: ServicesDep, request: Request, lang: str, reference: str) -> Response:
+    """The demo provider's "payment" page: clearly not a real payment."""
+    from atelier.service import pricing
+
+    try:
+        locale = _locale(lang)
+    except _NotAPage:
+        return _not_found(request, i18n.DEFAULT_LOCALE)
+    checkout = payments.demo_checkout(services, reference)
+    if checkout is None:
+        return _not_found(request, locale)
+    return render(
+        request,
+        "demo_checkout.html",
+        locale,
+        headers={"Referrer-Policy": "no-referrer"},
+        amount=pricing.format_amount(checkout.amount_minor, currency=checkout.currency, locale=locale),
+        confirm_url=f"/{locale}/demo-checkout/{reference}",
+        paid=checkout.status == "paid",
+        receipt_url=payments.receipt_path(checkout.public_id, locale),
+    )
+
+
+@router.post("/{lang}/demo-checkout/{reference}")
+def demo_checkout_confirm(services: ServicesDep, request: Request, lang: str, reference: str) -> Response:
+    """The demo provider's confirm button: records the payment as a webhook would."""
+    try:
+        locale = _locale(lang)
+    except _NotAPage:
+        return _not_found(request, i18n.DEFAULT_LOCALE)
+    checkout = payments.confirm_demo_payment(services, reference)
+    if checkout is None:
+        return _not_found(request, locale)
+    return RedirectResponse(payments.receipt_path(checkout.public_id, locale), status_code=303)
+
+
+# ------------------------------------------------------------------------------------------------
+# the webhook
+
+
+@router.post("/api/v1/payments/stripe/webhook")
+async def stripe_webhook(services: ServicesDep, request: Request) -> Response:
+    """Stripe's events, signed: ``checkout.session.completed`` records a payment."""
+    payload = await request.body()
+    signature = request.headers.get("stripe-signature")
+    try:
+        outcome = await run_in_threadpool(payments.handle_stripe_webhook, services, payload=payload, signature=signature)
+    except payments.WebhookRejected as exc:
+        log.warning("Stripe webhook refused (%d): %s", exc.status, exc)
+        return JSONResponse({"error": {"code": "refused", "message": str(exc)}}, status_code=exc.status)
+    except (SQLAlchemyError, StoreError, OSError) as exc:
+        # Stripe retries 5xx for days: the event is recorded by a later delivery.
+        log.error("Stripe webhook not recorded, the database is unavailable: %s", exc)
+        return JSONResponse(
+            {"error": {"code": "unavailable", "message": "try again later"}}, status_code=503, headers={"Retry-After": "30"}
+        )
+    return JSONResponse({"received": True, "outcome": outcome})
+
+
+# ------------------------------------------------------------------------------------------------
+# receipts and downloads
+
+
+@router.get("/{lang}/receipts/{artwork_id}")
+def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id: str) -> Response:
+    """Where the sale stands: awaiting payment, paid, painting the HD version, delivered."""
+    from atelier.service import pricing
+
+    try:
+        locale = _locale(lang)
+    except _NotAPage:
+        return _not_found(request, i18n.DEFAULT_LOCALE)
+    view = payments.receipt(services, artwork_id)
+    if view is None:
+        return _not_found(request, locale)
+    entry = services.catalog.get(view.style)
+    amount = None
+    if view.amount_minor is not None and view.currency:
+        amount = pricing.format_amount(view.amount_minor, currency=view.currency, locale=locale)
+    if view.status == ArtworkStatus.DELIVERED:
+        state = "delivered"
+    elif view.status in (ArtworkStatus.PAID, ArtworkStatus.HD_PAINTING):
+        state = view.status
+    else:
+        state = "awaiting"
+    return render(
+        request,
+        "receipt.html",
+        locale,
+        headers={"Referrer-Policy": "no-referrer"},
+        state=state,
+        final=state == "delivered",
+        style_title=entry.title(locale) if entry is not None else view.style,
+        amount=amount,
+        demo=view.provider == payments.DEMO,
+        download_url=view.download_url,
+        downloads_left=view.downloads_left,
+        expires=view.download_expires_at.strftime("%Y-%m-%d %H:%M UTC") if view.download_expires_at else None,
+    )
+
+
+@router.get("/d/{token}")
+def download(services: ServicesDep, request: Request, token: str) -> Response:
+    """The HD picture: streamed from local storage, or a short-lived presigned S3 link."""
+    locale = i18n.negotiate(request.headers.get("accept-language"))
+    try:
+        grant = payments.use_download(services, token)
+    except payments.DownloadGone:
+        return render(request, "download_gone.html", locale, status_code=410, headers={"Referrer-Policy": "no-referrer"})
+    if grant is None:
+        return _not_found(request, locale)
+    if grant.url is not None:
+        return RedirectResponse(grant.url, status_code=303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    blob = services.blobs.open(grant.key)
+
+    def chunks() -> Any:
+        with blob:
+            while chunk := blob.read(1 << 16):
+                yield chunk
+
+    size = services.blobs.stat(grant.key).size
+    return StreamingResponse(
+        chunks(),
+        media_type="image/jpeg",
+        headers={
+            "Content-Disposition": f'attachment; filename="{grant.filename}"',
+            "Content-Length": str(size),
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        },
+    )

@@ -1,0 +1,598 @@
+"""Pay what you want, then the HD picture: checkout, the payment webhook, the HD job, downloads.
+
+* :func:`start_checkout` sends the buyer to pay the amount they chose (already checked against
+  the minimum by :mod:`atelier.service.pricing`): a Stripe Checkout Session when
+  ``ATELIER_STRIPE_SECRET_KEY`` is set, else the local demo provider -- a page that says no money
+  moves, whose confirm button goes through :func:`record_payment` like a webhook does.
+* :func:`handle_stripe_webhook` checks Stripe's signature on the raw body (5 minutes of
+  tolerance) and hands ``checkout.session.completed`` events to :func:`record_payment`.
+* :func:`record_payment` is the one place a payment is recorded, in ONE transaction: the event id
+  (unique: a redelivered event changes nothing), the sale row, the artwork marked paid and its HD
+  job queued. The database being down raises, and the webhook answers 5xx so Stripe retries.
+* The HD job (:func:`paint_hd`) paints the style's recipe at its full resolution without the
+  watermark (the same painter seam as the preview: ``Services.painter``), doubles it with
+  waifu2x, stores it, and -- in the transaction that marks the artwork delivered -- queues the
+  mail with the ``/d/{token}`` link, once.
+* :func:`use_download` spends one use of a download link in one conditional UPDATE (count below
+  the limit, not expired): two clicks at once cannot both take the last one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from atelier.art.images import encode_image
+from atelier.service import i18n
+from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter
+from atelier.service.context import Services
+from atelier.service.mail import queue_mail
+from atelier.service.uploads import get_upload, load_image
+from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.store.db import Artwork, ProcessedEvent, Sale, new_token, transaction, utcnow
+from atelier.store.queue import enqueue
+
+log = logging.getLogger(__name__)
+
+STRIPE = "stripe"
+DEMO = "demo"
+HD_JOB = "artwork.hd"
+#: Painting at full resolution is the slowest job there is: few attempts.
+HD_ATTEMPTS = 3
+#: Seconds of clock difference a Stripe signature may show (Stripe's own default).
+WEBHOOK_TOLERANCE = 300
+#: How long an S3 presigned link handed out by /d/{token} lives: long enough to start the
+#: download, short enough that the link in a browser's history is dead.
+PRESIGNED_SECONDS = 300
+
+
+class PaymentError(Exception):
+    """A checkout that cannot be started (the message is for the buyer)."""
+
+
+class WebhookRejected(Exception):
+    """An event refused for good (bad signature, stale, malformed, unknown artwork): 4xx."""
+
+    status = 400
+
+
+class UnknownArtwork(WebhookRejected):
+    status = 404
+
+
+class DownloadGone(Exception):
+    """A download link that has expired or has been used up."""
+
+
+@dataclass(frozen=True)
+class CheckoutStart:
+    """Where to send the buyer to pay."""
+
+    url: str
+    provider: str
+    reference: str
+
+
+# ------------------------------------------------------------------------------------------------
+# checkout
+
+
+def _artwork_for_sale(session: Session, public_id: str) -> Artwork | None:
+    if not public_id or len(public_id) > 64 or not public_id.isalnum():
+        return None
+    return session.scalars(select(Artwork).where(Artwork.public_id == public_id)).first()
+
+
+def demo_mode(services: Services) -> bool:
+    """Whether payments go to the local demo provider (no Stripe key configured)."""
+    return not services.settings.stripe_secret_key
+
+
+def receipt_path(public_id: str, locale: str) -> str:
+    return f"/{i18n.normalize(locale)}/receipts/{public_id}"
+
+
+def start_checkout(
+    services: Services,
+    *,
+    artwork: Any,
+    amount_minor: int,
+    currency: str,
+    locale: str,
+    base_url: str,
+) -> CheckoutStart:
+    """Start paying ``amount_minor`` (minor units of ``currency``) for ``artwork`` (anything
+    with a ``public_id``: the preview page's :class:`~atelier.service.artworks.PreviewInfo`).
+
+    The amount must already have passed the pricing checks; a pending sale is recorded so the
+    receipt page can say "awaiting payment".
+    """
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
+        raise PaymentError("choose an amount to pay")
+    currency = (currency or "").upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise PaymentError("unknown currency")
+    locale = i18n.normalize(locale)
+    base_url = base_url.rstrip("/")
+    with transaction(services.engine, read_only=True) as session:
+        row = _artwork_for_sale(session, str(getattr(artwork, "public_id", artwork)))
+        if row is None:
+            raise PaymentError("this artwork does not exist")
+        if row.status in ArtworkStatus.SOLD:
+            raise PaymentError("this artwork is already paid for")
+        if row.status != ArtworkStatus.PREVIEW_READY:
+            raise PaymentError("this artwork is not ready yet")
+        public_id, token, email, style = row.public_id, row.preview_token, row.owner_email, row.style
+    entry = services.catalog.get(style)
+    title = entry.title(locale) if entry is not None else style
+    if demo_mode(services):
+        provider, reference = DEMO, f"demo_{new_token()}"
+        url = f"{base_url}/{locale}/demo-checkout/{reference}"
+    else:
+        provider = STRIPE
+        reference, url = _stripe_session(
+            services,
+            public_id=public_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            locale=locale,
+            email=email,
+            title=title,
+            success_url=f"{base_url}{receipt_path(public_id, locale)}",
+            cancel_url=f"{base_url}/{locale}/a/{token}",
+        )
+    with transaction(services.engine) as session:
+        artwork_id = session.scalars(select(Artwork.id).where(Artwork.public_id == public_id)).one()
+        session.add(
+            Sale(
+                artwork_id=artwork_id,
+                amount_minor=amount_minor,
+                currency=currency,
+                provider=provider,
+                provider_ref=reference,
+                status="pending",
+            )
+        )
+    log.info("artwork %s: checkout %s %s %d %s", public_id, provider, reference, amount_minor, currency)
+    return CheckoutStart(url=url, provider=provider, reference=reference)
+
+
+def stripe_client(services: Services) -> Any:
+    """A Stripe client on ``ATELIER_STRIPE_SECRET_KEY`` (and ``ATELIER_STRIPE_API_BASE``)."""
+    import stripe
+
+    settings = services.settings
+    assert settings.stripe_secret_key
+    bases = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+    return stripe.StripeClient(settings.stripe_secret_key, base_addresses=bases, max_network_retries=2)  # type: ignore[arg-type]
+
+
+def _stripe_session(
+    services: Services,
+    *,
+    public_id: str,
+    amount_minor: int,
+    currency: str,
+    locale: str,
+    email: str,
+    title: str,
+    success_url: str,
+    cancel_url: str,
+) -> tuple[str, str]:
+    import stripe
+
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "line_items": [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": currency.lower(),
+                    "unit_amount": amount_minor,
+                    "product_data": {"name": f"Atelier: {title}"},
+                },
+            }
+        ],
+        "client_reference_id": public_id,
+        "metadata": {"artwork_id": public_id},
+        "customer_email": email,
+        "locale": locale,
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    try:
+        session = stripe_client(services).v1.checkout.sessions.create(params=params)
+    except stripe.StripeError as exc:
+        log.error("Stripe refused a checkout session for %s: %s", public_id, exc)
+        raise PaymentError("the payment service is not answering; please try again in a moment") from exc
+    return str(session.id), str(session.url)
+
+
+# ------------------------------------------------------------------------------------------------
+# recording a payment: the webhook and the demo provider
+
+
+def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any], columns: list[str]) -> bool:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=columns)
+    return bool(session.execute(statement).rowcount == 1)
+
+
+def record_payment(
+    services: Services,
+    *,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    artwork_public_id: str,
+    provider_ref: str,
+    amount_minor: int,
+    currency: str,
+) -> str:
+    """Record a completed payment, once per event: ``recorded``, or ``duplicate`` (the event,
+    or another one for the same payment, was handled before; nothing changes).
+
+    One transaction: the processed event, the sale (paid), the artwork (paid) and its HD job.
+    :class:`UnknownArtwork` when the artwork does not exist (nothing is written). A second
+    payment for an artwork already paid for is recorded as a sale but paints nothing again.
+    """
+    with transaction(services.engine) as session:
+        artwork = session.scalars(
+            select(Artwork).where(Artwork.public_id == artwork_public_id).with_for_update()
+        ).first() if artwork_public_id and len(artwork_public_id) <= 64 else None
+        if artwork is None:
+            raise UnknownArtwork(f"no artwork {artwork_public_id!r}")
+        now = utcnow()
+        fresh = _insert_ignoring_duplicates(
+            session,
+            ProcessedEvent.__table__,
+            {"provider": provider, "event_id": event_id, "event_type": event_type, "received_at": now},
+            ["provider", "event_id"],
+        )
+        if not fresh:
+            log.info("%s event %s already handled", provider, event_id)
+            return "duplicate"
+        sale = session.scalars(select(Sale).where(Sale.provider == provider, Sale.provider_ref == provider_ref)).first()
+        if sale is not None and sale.status == "paid":
+            return "duplicate"
+        if sale is None:
+            sale = Sale(artwork_id=artwork.id, provider=provider, provider_ref=provider_ref)
+            session.add(sale)
+        elif sale.artwork_id != artwork.id:
+            raise WebhookRejected(f"{provider} payment {provider_ref} belongs to another artwork")
+        sale.amount_minor = amount_minor
+        sale.currency = currency.upper()
+        sale.status = "paid"
+        sale.paid_at = now
+        if artwork.status in ArtworkStatus.SOLD:
+            log.warning("artwork %s paid again (%s %s): sale recorded, nothing repainted", artwork.public_id, provider, provider_ref)
+            return "recorded"
+        artwork.status = ArtworkStatus.PAID
+        artwork.paid_at = now
+        job_id = enqueue(session, HD_JOB, {"artwork_id": artwork.id}, max_attempts=HD_ATTEMPTS, output_key=hd_key(artwork))
+        artwork.parameters = dict(artwork.parameters or {}) | {"hd_job_id": job_id}
+    log.info("artwork %s paid: %d %s via %s (%s); HD job %d", artwork_public_id, amount_minor, currency, provider, provider_ref, job_id)
+    return "recorded"
+
+
+def handle_stripe_webhook(services: Services, *, payload: bytes, signature: str | None) -> str:
+    """Check and handle one Stripe webhook delivery: ``recorded``, ``duplicate`` or ``ignored``.
+
+    :class:`WebhookRejected` for a bad signature, a stale timestamp, a malformed body or an
+    unknown artwork (answer 4xx: no retry helps); database errors propagate (answer 5xx: Stripe
+    retries, and the event is recorded by a later delivery).
+    """
+    import stripe
+
+    secret = services.settings.stripe_webhook_secret
+    if not secret:
+        raise WebhookRejected("ATELIER_STRIPE_WEBHOOK_SECRET is not set; refusing every event")
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret, tolerance=WEBHOOK_TOLERANCE)
+    except stripe.SignatureVerificationError as exc:
+        raise WebhookRejected(f"signature refused: {exc}") from exc
+    except ValueError as exc:
+        raise WebhookRejected(f"malformed event: {exc}") from exc
+    try:
+        event = json.loads(payload)
+        event_id, event_type = event["id"], event["type"]
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise TypeError("id and type must be strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WebhookRejected(f"malformed event: {exc}") from exc
+    if event_type != "checkout.session.completed":
+        log.info("Stripe event %s (%s) ignored", event_id, event_type)
+        return "ignored"
+    try:
+        checkout = event["data"]["object"]
+        paid = checkout.get("payment_status") == "paid"
+        public_id = checkout.get("client_reference_id") or (checkout.get("metadata") or {}).get("artwork_id")
+        session_id, amount, currency = checkout["id"], checkout["amount_total"], checkout["currency"]
+        if not (isinstance(public_id, str) and isinstance(session_id, str) and isinstance(currency, str)):
+            raise TypeError("client_reference_id, id and currency must be strings")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise TypeError("amount_total must be a whole number of minor units")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise WebhookRejected(f"malformed checkout session: {exc}") from exc
+    if not paid:
+        # Delayed payment methods complete the session unpaid; their success is another event.
+        log.info("Stripe checkout %s completed unpaid; waiting", session_id)
+        return "ignored"
+    return record_payment(
+        services,
+        provider=STRIPE,
+        event_id=event_id,
+        event_type=event_type,
+        artwork_public_id=public_id,
+        provider_ref=session_id,
+        amount_minor=amount,
+        currency=currency,
+    )
+
+
+@dataclass(frozen=True)
+class DemoCheckout:
+    """A pending demo payment, as its page shows it."""
+
+    reference: str
+    public_id: str
+    amount_minor: int
+    currency: str
+    status: str
+
+
+def demo_checkout(services: Services, reference: str) -> DemoCheckout | None:
+    """The demo payment ``reference``, or None (also when the demo provider is off)."""
+    if not demo_mode(services) or not reference.startswith("demo_") or len(reference) > 64:
+        return None
+    with transaction(services.engine, read_only=True) as session:
+        sale = session.scalars(select(Sale).where(Sale.provider == DEMO, Sale.provider_ref == reference)).first()
+        if sale is None or not hmac.compare_digest(sale.provider_ref.encode(), reference.encode()):
+            return None
+        public_id = session.scalars(select(Artwork.public_id).where(Artwork.id == sale.artwork_id)).one()
+        return DemoCheckout(reference, public_id, sale.amount_minor, sale.currency, sale.status)
+
+
+def confirm_demo_payment(services: Services, reference: str) -> DemoCheckout | None:
+    """The demo provider's "pay" button: the same path as a Stripe webhook (:func:`record_payment`),
+    with the reference as the event id, so pressing it twice records one payment."""
+    checkout = demo_checkout(services, reference)
+    if checkout is None:
+        return None
+    record_payment(
+        services,
+        provider=DEMO,
+        event_id=reference,
+        event_type="demo.payment.confirmed",
+        artwork_public_id=checkout.public_id,
+        provider_ref=reference,
+        amount_minor=checkout.amount_minor,
+        currency=checkout.currency,
+    )
+    return checkout
+
+
+# ------------------------------------------------------------------------------------------------
+# the HD job
+
+
+def hd_key(artwork: Artwork) -> str:
+    """Where an artwork's HD picture is stored: fixed by the artwork, so a second run overwrites."""
+    return f"hd/{artwork.public_id}.jpg"
+
+
+def download_link(services: Services, token: str) -> str:
+    return f"{services.public_url}/d/{token}"
+
+
+def hd_size(services: Services, style: Any) -> int:
+    """The longest side the style's recipe paints at full resolution (the preview scales it down
+    to ATELIER_PREVIEW_MAX_SIZE; the paid version does not)."""
+    from atelier.service.painting import choose_recipe, load_encoder
+
+    encoder, _ = load_encoder(services.settings.models_path, device=services.loader.device)
+    return int(choose_recipe(encoder.available_layers, style=getattr(style, "source", None)).size)
+
+
+@job_handler(HD_JOB)
+def paint_hd(ctx: JobContext) -> dict[str, Any]:
+    """Paint a paid artwork at full resolution without the watermark, double it with waifu2x,
+    store it, mark the artwork delivered and mail the download link."""
+    from atelier.service.painting import upscale_picture
+
+    services = ctx.services
+    artwork_id = int(ctx.payload["artwork_id"])
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is None:
+            raise PermanentJobError(f"artwork {artwork_id} does not exist")
+        if artwork.status == ArtworkStatus.DELIVERED and artwork.hd_key and services.blobs.exists(artwork.hd_key):
+            return {"hd_key": artwork.hd_key, "repeated": True}
+        if artwork.status not in ArtworkStatus.SOLD:
+            raise PermanentJobError(f"artwork {artwork_id} is not paid for ({artwork.status})")
+        artwork.status = ArtworkStatus.HD_PAINTING
+        style_name, upload_id, key = artwork.style, artwork.content_upload_id, hd_key(artwork)
+    entry = services.catalog.get(style_name)
+    try:
+        if entry is None:
+            raise PermanentJobError(f"style {style_name!r} is not in the catalog any more")
+        if upload_id is None:
+            raise PermanentJobError("the photo of this artwork is gone")
+        photo = load_image(services, get_upload(services, upload_id))
+        ctx.progress(0.0, stage="starting", force=True)
+        painter: CommissionPainter = services.painter or default_painter(services)
+        # Intermediate pictures of the unwatermarked painting are not stored: they are what
+        # the buyer paid for and the status page is not where it is handed over.
+        report = ctx.progress_callback(end=0.85)
+        picture = painter(photo, entry, max_size=hd_size(services, entry), progress=lambda p: report(_without_preview(p)), watermark=False)
+        ctx.check()
+        ctx.progress(0.85, stage="upscale", force=True)
+        big = upscale_picture(picture, factor=2, models_dir=services.settings.models_path, device=services.loader.device)
+        ctx.check()
+        services.blobs.put(key, encode_image(big, format="JPEG", quality=95), content_type="image/jpeg")
+    except Exception:
+        _back_to_paid(services, artwork_id)
+        raise
+    settings = services.settings
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        assert artwork is not None
+        now = utcnow()
+        first = artwork.status != ArtworkStatus.DELIVERED
+        artwork.status = ArtworkStatus.DELIVERED
+        artwork.hd_key = key
+        if first:
+            artwork.delivered_at = now
+            artwork.download_expires_at = now + timedelta(hours=settings.download_ttl_hours)
+            artwork.download_count = 0
+            artwork.download_limit = settings.download_max_count
+        artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [big.width, big.height]}
+        queue_mail(
+            session,
+            to=artwork.owner_email,
+            template="download_ready",
+            locale=artwork.locale,
+            dedupe_key=f"artwork:{artwork_id}:download",
+            style=entry.title(artwork.locale),
+            link=download_link(services, artwork.download_token),
+            hours=round(settings.download_ttl_hours),
+            count=settings.download_max_count,
+        )
+    log.info("artwork %s: HD delivered (%dx%d)", artwork_id, big.width, big.height)
+    return {"hd_key": key, "width": big.width, "height": big.height}
+
+
+def _without_preview(progress: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(progress, preview=None) if getattr(progress, "preview", None) is not None else progress
+
+
+def _back_to_paid(services: Services, artwork_id: int) -> None:
+    """The attempt failed or stopped: the artwork is paid and waits for the next one (a job that
+    dies is for the operator: /admin lists it, and the buyer's receipt still says paid)."""
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is not None and artwork.status == ArtworkStatus.HD_PAINTING:
+            artwork.status = ArtworkStatus.PAID
+
+
+# ------------------------------------------------------------------------------------------------
+# receipts and downloads
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the receipt page shows."""
+
+    public_id: str
+    status: str
+    style: str
+    locale: str
+    amount_minor: int | None
+    currency: str | None
+    provider: str | None
+    sale_status: str | None
+    paid_at: datetime | None
+    download_url: str | None
+    download_expires_at: datetime | None
+    downloads_left: int | None
+
+
+def receipt(services: Services, public_id: str) -> Receipt | None:
+    """An artwork's sale as its buyer sees it, or None if there is no such artwork."""
+    with transaction(services.engine, read_only=True) as session:
+        artwork = _artwork_for_sale(session, public_id)
+        if artwork is None:
+            return None
+        sales = session.scalars(select(Sale).where(Sale.artwork_id == artwork.id).order_by(Sale.id)).all()
+        paid = [s for s in sales if s.status == "paid"]
+        sale = paid[0] if paid else (sales[-1] if sales else None)
+        left = None
+        url = None
+        if artwork.status == ArtworkStatus.DELIVERED and artwork.hd_key:
+            limit = artwork.download_limit or services.settings.download_max_count
+            left = max(0, limit - artwork.download_count)
+            fresh = artwork.download_expires_at is None or artwork.download_expires_at > utcnow()
+            if left and fresh:
+                url = f"/d/{artwork.download_token}"
+        return Receipt(
+            public_id=artwork.public_id,
+            status=artwork.status,
+            style=artwork.style,
+            locale=artwork.locale,
+            amount_minor=sale.amount_minor if sale else None,
+            currency=sale.currency if sale else None,
+            provider=sale.provider if sale else None,
+            sale_status=sale.status if sale else None,
+            paid_at=sale.paid_at if sale else None,
+            download_url=url,
+            download_expires_at=artwork.download_expires_at,
+            downloads_left=left,
+        )
+
+
+@dataclass(frozen=True)
+class Download:
+    """One granted download: a presigned link (S3) or a blob to stream (local storage)."""
+
+    key: str
+    filename: str
+    url: str | None
+
+
+def use_download(services: Services, token: str) -> Download | None:
+    """Spend one use of the download link ``token``: None if no such link (404),
+    :class:`DownloadGone` if it expired or is used up (410)."""
+    from atelier.store.blobs import S3BlobStore
+
+    if not token or len(token) > 64:
+        return None
+    with transaction(services.engine) as session:
+        artwork = session.scalars(select(Artwork).where(Artwork.download_token == token)).first()
+        if artwork is None or not hmac.compare_digest(artwork.download_token.encode(), token.encode()):
+            return None
+        if artwork.status != ArtworkStatus.DELIVERED or not artwork.hd_key:
+            return None
+        limit = artwork.download_limit or services.settings.download_max_count
+        # One statement decides: of two requests for the last use, one gets 1 row, the other 0.
+        spent = session.execute(
+            update(Artwork)
+            .where(
+                Artwork.id == artwork.id,
+                Artwork.download_count < limit,
+                or_(Artwork.download_expires_at.is_(None), Artwork.download_expires_at > utcnow()),
+            )
+            .values(download_count=Artwork.download_count + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if spent != 1:
+            raise DownloadGone(f"download link of artwork {artwork.public_id} expired or used up")
+        key, style, public_id = artwork.hd_key, artwork.style, artwork.public_id
+    filename = f"atelier-{style}-{public_id[:8]}.jpg"
+    url = services.blobs.presigned_get(key, expires_in=PRESIGNED_SECONDS, filename=filename) if isinstance(services.blobs, S3BlobStore) else None
+    return Download(key=key, filename=filename, url=url)
+
+
+__all__ = [
+    "CheckoutStart",
+    "DownloadGone",
+    "PaymentError",
+    "UnknownArtwork",
+    "WebhookRejected",
+    "confirm_demo_payment",
+    "handle_stripe_webhook",
+    "receipt",
+    "record_payment",
+    "start_checkout",
+    "use_download",
+]
