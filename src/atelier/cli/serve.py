@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,33 +13,9 @@ import typer
 
 from atelier.cli import app, fail
 from atelier.config import get_settings
+from atelier.runtime import one_malloc_arena
 
 log = logging.getLogger(__name__)
-
-
-# mallopt parameter number from glibc's <malloc.h>.
-_M_ARENA_MAX = -8
-
-
-def _one_malloc_arena() -> bool:
-    """Make every thread of this process allocate from glibc's main arena.
-
-    The server paints in threads (the instant model thread, job workers). By default glibc gives
-    each thread an arena of its own, whose heaps are at most 64 MiB; a batch's feature maps are
-    bigger, and with the allocator tuned to keep memory (atelier.runtime: no mmap for big
-    blocks) those allocations bounce between arenas. Measured on these 2-core machines: the same
-    MicroAST decode in a thread costs ~1.5x the CPU at batch 8 with per-thread arenas, and the
-    instant API served ~2x fewer pictures per second. Must run before any thread allocates, i.e.
-    first thing in the command (MALLOC_ARENA_MAX=1 in the environment does the same).
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("ATELIER_KEEP_MALLOC_DEFAULTS") == "1":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        return bool(libc.mallopt(_M_ARENA_MAX, 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def _log_info() -> None:
@@ -67,7 +40,7 @@ def serve(
     The first start creates the database (SQLite in the data dir unless ATELIER_DATABASE_URL
     says otherwise). Stop with Ctrl-C or SIGTERM: a worker that is painting hands its job back.
     """
-    _one_malloc_arena()
+    one_malloc_arena()
     import uvicorn
 
     from atelier.service.context import public_url_of
@@ -108,7 +81,7 @@ def worker(
     to the queue; a second signal exits at once (the job's lease then runs out and another
     worker takes it).
     """
-    _one_malloc_arena()
+    one_malloc_arena()
     from atelier.service.context import Services
     from atelier.service.worker import start_worker_threads
 
