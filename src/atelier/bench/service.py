@@ -38,6 +38,8 @@ from atelier.bench.timing import Row
 log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("repick", "fresh")
+#: How the server paints: each request alone (``ATELIER_INSTANT_BATCH_MAX=1``) or micro-batched.
+MODES: tuple[str, ...] = ("one at a time", "batched")
 
 
 @dataclass
@@ -249,56 +251,77 @@ def first_vs_repick(base: str, *, width: int, height: int, repeats: int = 5) -> 
 def bench_service(
     *,
     models_dir: Path,
-    clients: int = 8,
+    clients: int | Sequence[int] = (1, 8),
     seconds: float = 30.0,
     size: int = 512,
     engine: str = "microast",
     batch_max: int = 8,
     window_ms: float = 15.0,
     kinds: Sequence[str] = KINDS,
+    modes: Sequence[str] = MODES,
+    first_vs_repick_repeats: int = 5,
     device: str = "cpu",
     threads: int = 0,
 ) -> Iterator[Row]:
-    """Rows: first stylize vs re-pick, then per request kind the throughput one at a time and
-    batched (images/s, p50/p99 latency, errors, mean batch)."""
+    """Rows: first stylize vs re-pick (skipped when ``first_vs_repick_repeats`` is 0), then per
+    request kind, serving mode (``one at a time``, ``batched``) and number of concurrent clients
+    the throughput (images/s) and the latency percentiles (p50, p99) the clients saw.
+
+    Each load run gets a fresh server, so that its mean batch size is its own. Ratios: batched
+    against one at a time with as many clients, and N clients against 1 client in the same mode.
+    """
+    counts = [clients] if isinstance(clients, int) else list(clients)
     width, height = size, size * 3 // 4
-    params = {"clients": clients, "size": f"{width}x{height}", "engine": engine, "seconds": seconds}
-    with running_server(models_dir=models_dir, batch_max=1, window_ms=0, max_size=size, device=device, threads=threads) as base:
-        first, repick = first_vs_repick(base, width=width, height=height)
-    first_s, repick_s = statistics.median(first) / 1000, statistics.median(repick) / 1000
-    yield Row("service", "stylize a new photo", first_s, params={"size": f"{width}x{height}", "engine": engine}, note=f"median of {len(first)}, server-side")
-    yield Row(
-        "service",
-        "re-pick a style by content_id",
-        repick_s,
-        params={"size": f"{width}x{height}", "engine": engine},
-        ratios={"faster than a new photo": first_s / repick_s},
-        note=f"median of {len(repick)}, server-side",
-    )
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown request kind {kind!r}; choose from {', '.join(KINDS)}")
-        baseline: float | None = None
-        for label, cap, window in (("one at a time", 1, 0.0), ("batched", batch_max, window_ms)):
-            with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads) as base:
-                result = run_load(base, clients=clients, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
-            ratios = {}
-            if baseline is None:
-                baseline = result.per_second
-            elif baseline > 0:
-                ratios["vs one at a time"] = result.per_second / baseline
-            note = (
-                f"p50 {result.percentile(50) * 1000:.0f} ms, p99 {result.percentile(99) * 1000:.0f} ms, "
-                f"errors {result.errors}, mean batch {result.mean_batch if result.mean_batch is not None else '?'}"
-            )
-            if result.error_samples:
-                note += f"; e.g. {result.error_samples[0]}"
-            yield Row(
-                "service",
-                f"stylize ({kind}), {label}",
-                result.seconds,
-                items=result.completed,
-                params=params | {"batch_max": cap, "window_ms": window},
-                ratios=ratios,
-                note=note,
-            )
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown serving mode {mode!r}; choose from {', '.join(MODES)}")
+    if first_vs_repick_repeats > 0:
+        with running_server(models_dir=models_dir, batch_max=1, window_ms=0, max_size=size, device=device, threads=threads) as base:
+            first, repick = first_vs_repick(base, width=width, height=height, repeats=first_vs_repick_repeats)
+        first_s, repick_s = statistics.median(first) / 1000, statistics.median(repick) / 1000
+        yield Row("service", "stylize a new photo", first_s, params={"size": f"{width}x{height}", "engine": engine}, note=f"median of {len(first)}, server-side")
+        yield Row(
+            "service",
+            "re-pick a style by content_id",
+            repick_s,
+            params={"size": f"{width}x{height}", "engine": engine},
+            ratios={"faster than a new photo": first_s / repick_s},
+            note=f"median of {len(repick)}, server-side",
+        )
+    for kind in kinds:
+        alone: dict[int, float] = {}  # clients -> images/s one at a time
+        for mode in modes:
+            cap, window = (1, 0.0) if mode == "one at a time" else (batch_max, window_ms)
+            single: float | None = None  # images/s of 1 client in this mode
+            for count in counts:
+                with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads) as base:
+                    result = run_load(base, clients=count, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
+                ratios = {}
+                if mode == "one at a time":
+                    alone[count] = result.per_second
+                elif alone.get(count):
+                    ratios["vs one at a time"] = result.per_second / alone[count]
+                if count == 1:
+                    single = result.per_second
+                elif single:
+                    ratios["vs 1 client"] = result.per_second / single
+                p50, p99 = result.percentile(50) * 1000, result.percentile(99) * 1000
+                note = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, errors {result.errors}, mean batch {result.mean_batch if result.mean_batch is not None else '?'}"
+                if result.error_samples:
+                    note += f"; e.g. {result.error_samples[0]}"
+                figures = {"p50_ms": p50, "p99_ms": p99, "images_per_s": result.per_second, "errors": float(result.errors)}
+                if result.mean_batch is not None:
+                    figures["mean_batch"] = float(result.mean_batch)
+                yield Row(
+                    "service",
+                    f"stylize ({kind}), {mode}, {count} client{'s' if count > 1 else ''}",
+                    result.seconds,
+                    items=result.completed,
+                    params={"clients": count, "size": f"{width}x{height}", "engine": engine, "seconds": seconds, "batch_max": cap, "window_ms": window},
+                    ratios=ratios,
+                    note=note,
+                    figures=figures,
+                )

@@ -27,6 +27,10 @@ class Row:
     params: dict[str, Any] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    #: The textbook baseline's seconds for the same work, timed in the same run (None: no baseline).
+    baseline_seconds: float | None = None
+    #: Other machine-readable figures (latency percentiles in ms, CPU seconds, megapixels/s...).
+    figures: dict[str, float] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -44,6 +48,8 @@ class Row:
             "params": self.params,
             "ratios": self.ratios,
             "note": self.note,
+            "baseline_seconds": self.baseline_seconds,
+            "figures": self.figures,
         }
 
 
@@ -93,3 +99,54 @@ def measure(
         work()
         times.append(time.perf_counter() - start)
     return statistics.median(times), peak_rss_mb()
+
+
+@dataclass
+class Timed:
+    """Median wall and CPU seconds of one piece of work, and its peak memory (MiB)."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_mb: float
+
+
+def compare(
+    works: dict[str, Callable[[], object]],
+    *,
+    repeat: int = 3,
+    warmup: int = 1,
+    budget_s: float = 60.0,
+) -> dict[str, Timed]:
+    """Time several ways of doing the same work in alternation, so that a machine that gets
+    busier or quieter during the run moves all of them alike; medians per way.
+
+    Each way runs ``warmup`` times untimed first; then ``repeat`` rounds in which every way runs
+    once (fewer rounds when the first round would take the whole past ``budget_s``; one round
+    always runs). The peak memory of a way is the highest resident-memory mark of its runs
+    (the mark is reset before each): a process figure, so it includes the weights and whatever
+    the allocator kept from earlier work.
+    """
+    for work in works.values():
+        for _ in range(warmup):
+            work()
+    walls: dict[str, list[float]] = {name: [] for name in works}
+    cpus: dict[str, list[float]] = {name: [] for name in works}
+    peaks: dict[str, float] = {name: 0.0 for name in works}
+    rounds = repeat
+    index = 0
+    while index < rounds:
+        started = time.perf_counter()
+        for name, work in works.items():
+            reset_peak_rss()
+            wall, cpu = time.perf_counter(), time.process_time()
+            work()
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+            peaks[name] = max(peaks[name], peak_rss_mb())
+        if index == 0:
+            one_round = time.perf_counter() - started
+            rounds = max(1, min(repeat, int(budget_s // max(one_round, 1e-9))))
+        index += 1
+    return {
+        name: Timed(statistics.median(walls[name]), statistics.median(cpus[name]), peaks[name]) for name in works
+    }

@@ -29,8 +29,83 @@ def _ints(text: str) -> list[int]:
 
 @bench_app.callback()
 def _default(ctx: typer.Context) -> None:
+    """Without a group: the whole record (``atelier bench record``)."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(engines)
+        ctx.invoke(record)
+
+
+@bench_app.command("record")
+def record(
+    quick: bool = typer.Option(False, "--quick", help="Toy sizes and one repeat: checks every path in seconds, figures meaningless."),
+    groups: str = typer.Option(
+        "all", "--groups", help="Groups to run, comma-separated: adain, filter, gatys, microast, waifu2x, service, video (or all)."
+    ),
+    skip: str = typer.Option("", "--skip", help="Groups to leave out, comma-separated."),
+    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Timed rounds per figure (default 3; 1 with --quick)."),
+    service_seconds: float | None = typer.Option(None, "--service-seconds", min=0.5, help="Length of each instant-API load run (default 15 s)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the record (machine, command, rows) to this JSON file."),
+) -> None:
+    """The issue #9 table in one run: every engine at its sizes against the textbook PyTorch
+    baseline of the same work, timed in alternation in this process (ratio = baseline / Atelier)."""
+    import dataclasses
+    import sys
+    import time
+
+    from atelier.art.devices import resolve_device
+    from atelier.bench.record import FULL, GROUPS, QUICK, bench_record
+    from atelier.service.engines import EngineLoader
+
+    settings = get_settings()
+    chosen = list(GROUPS) if groups.strip() in ("", "all") else [g.strip() for g in groups.split(",") if g.strip()]
+    left_out = {g.strip() for g in skip.split(",") if g.strip()}
+    unknown = [g for g in [*chosen, *left_out] if g not in GROUPS]
+    if unknown:
+        raise fail(f"unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}")
+    chosen = [g for g in chosen if g not in left_out]
+    plan = QUICK if quick else FULL
+    if repeat is not None:
+        plan = dataclasses.replace(plan, repeat=repeat)
+    if service_seconds is not None:
+        plan = dataclasses.replace(plan, service_seconds=service_seconds)
+    with refusals():
+        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        started = time.perf_counter()
+        rows = list(_echo_json(bench_record(loader, plan=plan, groups=chosen, threads=settings.threads), as_json=as_json))
+        elapsed = time.perf_counter() - started
+    if not as_json:
+        emit(rows, as_json=False, title=f"Performance record on {_machine(loader.device)} ({elapsed:.0f} s)", progress=False)
+    if output is not None:
+        document = {
+            "command": "atelier " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "atelier bench record",
+            "machine": _machine(loader.device),
+            "torch": _torch_version(),
+            "plan": "quick" if quick else "full",
+            "seconds": elapsed,
+            "rows": [row.as_dict() for row in rows],
+        }
+        output.write_text(json.dumps(document, indent=2, default=_nan_safe) + "\n")
+
+
+def _echo_json(rows, *, as_json: bool):  # type: ignore[no-untyped-def]
+    """Pass rows through, printing each as a JSON line as it comes when asked to."""
+    for row in rows:
+        if as_json:
+            typer.echo(json.dumps(row.as_dict()))
+        else:
+            Console(stderr=True).print(f"[dim]measured {row.group}: {row.name} {row.params}[/dim]", highlight=False)
+        yield row
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+def _nan_safe(value):  # type: ignore[no-untyped-def]
+    return str(value)
 
 
 @bench_app.command("engines")
@@ -87,7 +162,7 @@ def gatys(
 
 @bench_app.command("service")
 def service(
-    clients: int = typer.Option(8, min=1, help="Concurrent clients."),
+    clients: str = typer.Option("1,8", help="Concurrent clients per run, comma-separated (one run each)."),
     seconds: float = typer.Option(30.0, min=1.0, help="How long each load run lasts."),
     size: int = typer.Option(512, min=64, help="Longest side of the photos (4:3)."),
     engine: str = typer.Option("microast", help="microast or adain."),
@@ -97,8 +172,9 @@ def service(
     device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
-    """The instant API under load: N clients calling /api/v1/stylize on a real server, one at a
-    time against micro-batched; and a new photo against a re-pick by content_id."""
+    """The instant API under load: 1 and N clients calling /api/v1/stylize on a real server, one
+    at a time against micro-batched (images/s, p50 and p99 latency); and a new photo against a
+    re-pick by content_id."""
     from atelier.art import models
     from atelier.bench.service import bench_service
 
@@ -107,7 +183,7 @@ def service(
         models.require(engine if engine == "microast" else "adain", models_dir=settings.models_path)
         rows = bench_service(
             models_dir=settings.models_path,
-            clients=clients,
+            clients=_ints(clients),
             seconds=seconds,
             size=size,
             engine=engine,
@@ -152,7 +228,7 @@ def _machine(device) -> str:  # type: ignore[no-untyped-def]
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def emit(rows, *, as_json: bool, title: str) -> None:  # type: ignore[no-untyped-def]
+def emit(rows, *, as_json: bool, title: str, progress: bool = True) -> None:  # type: ignore[no-untyped-def]
     """Print rows as they come (a table at the end, or one JSON object per line)."""
     # A table of figures is read in a log or a wide terminal: never wrap it at 80 columns.
     console = Console(width=max(Console().width, 160))
@@ -162,10 +238,11 @@ def emit(rows, *, as_json: bool, title: str) -> None:  # type: ignore[no-untyped
             typer.echo(json.dumps(row.as_dict()))
         return
     table = Table(title=title)
-    for column in ("what", "params", "seconds", "per second", "peak MiB", "ratios", "note"):
+    for column in ("what", "params", "seconds", "per second", "peak MiB", "baseline s", "ratios", "note"):
         table.add_column(column)
     for row in rows:
-        status.print(f"[dim]measured {row.name} {row.params}[/dim]", highlight=False)
+        if progress:
+            status.print(f"[dim]measured {row.name} {row.params}[/dim]", highlight=False)
         table.add_row(*_cells(row))
     console.print(table)
 
@@ -173,13 +250,14 @@ def emit(rows, *, as_json: bool, title: str) -> None:  # type: ignore[no-untyped
 def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
     params = " ".join(f"{k}={v}" for k, v in row.params.items() if k != "device")
     if math.isnan(row.seconds):
-        return [row.name, params, "-", "-", "-", "-", row.note]
+        return [row.name, params, "-", "-", "-", "-", "-", row.note]
     return [
         row.name,
         params,
         f"{row.seconds:.3f}",
         f"{row.per_second:.2f} {row.unit}/s",
         "-" if row.peak_mb is None else f"{row.peak_mb:.0f}",
+        "-" if row.baseline_seconds is None else f"{row.baseline_seconds:.3f}",
         ", ".join(f"{k} {v:.2f}x" for k, v in row.ratios.items()),
         row.note,
     ]
