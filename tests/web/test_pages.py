@@ -17,6 +17,7 @@ from atelier.store.db import Artwork, transaction
 from atelier.web.templating import STATIC_DIR
 
 from service_fixtures import install_test_style, microast_painter
+from web_fixtures import form_token
 
 
 class Page(HTMLParser):
@@ -121,7 +122,7 @@ def test_every_static_file_a_page_names_is_served(commission_client: TestClient)
 def test_the_instant_form_works_without_javascript(client: TestClient, photo_bytes: bytes) -> None:
     response = client.post(
         "/es/instant",
-        data={"style": "mosaic", "strength": "80"},
+        data={"csrf_token": form_token(client), "style": "mosaic", "strength": "80"},
         files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
         follow_redirects=False,
     )
@@ -140,7 +141,7 @@ def test_the_instant_form_works_without_javascript(client: TestClient, photo_byt
 
 def test_the_instant_form_with_a_broken_file_explains_in_the_page_language(client: TestClient) -> None:
     response = client.post(
-        "/es/instant", data={"style": "candy"}, files={"photo": ("x.jpg", b"not a picture", "image/jpeg")}
+        "/es/instant", data={"csrf_token": form_token(client), "style": "candy"}, files={"photo": ("x.jpg", b"not a picture", "image/jpeg")}
     )
     assert response.status_code == 422
     assert "No hemos podido leer esta imagen" in response.text
@@ -151,7 +152,7 @@ def test_the_commission_form_works_without_javascript(
 ) -> None:
     response = commission_client.post(
         "/en/commission",
-        data={"style": "starry-night", "email": "ana@example.com"},
+        data={"csrf_token": form_token(commission_client), "style": "starry-night", "email": "ana@example.com"},
         files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
         follow_redirects=False,
     )
@@ -169,7 +170,7 @@ def test_the_commission_form_works_without_javascript(
 def test_a_commission_with_a_bad_email_keeps_what_was_typed(commission_client: TestClient, photo_bytes: bytes) -> None:
     response = commission_client.post(
         "/es/commission",
-        data={"style": "starry-night", "email": "ana@"},
+        data={"csrf_token": form_token(commission_client), "style": "starry-night", "email": "ana@"},
         files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
     )
     assert response.status_code == 422
@@ -182,7 +183,7 @@ def test_the_preview_page_shows_the_artwork_behind_the_token(
 ) -> None:
     commission_client.post(
         "/es/commission",
-        data={"style": "starry-night", "email": "ana@example.com"},
+        data={"csrf_token": form_token(commission_client), "style": "starry-night", "email": "ana@example.com"},
         files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
     )
     Worker(services, worker_id="w").run_once()

@@ -15,6 +15,7 @@ from atelier.service.worker import Worker
 from atelier.store.db import OutboxEmail, transaction
 
 from service_fixtures import tiny_clip
+from web_fixtures import form_token
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_a_video_with_an_unknown_style_or_no_clip_is_refused(client: TestClient,
 
 def test_the_home_form_takes_a_clip_without_javascript(client: TestClient, services: Services, clip: bytes) -> None:
     response = client.post(
-        "/en/instant", data={"style": "candy"}, files={"photo": ("pan.mp4", clip, "video/mp4")}, follow_redirects=False
+        "/en/instant", data={"csrf_token": form_token(client), "style": "candy"}, files={"photo": ("pan.mp4", clip, "video/mp4")}, follow_redirects=False
     )
     assert response.status_code == 303 and response.headers["location"].startswith("/en/videos/")
     page = client.get(response.headers["location"])

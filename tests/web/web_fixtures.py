@@ -52,3 +52,13 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(60)
+
+
+def form_token(client: Any, page: str = "/en/") -> str:
+    """The CSRF token a page puts in its forms (the client keeps the cookie it pairs with)."""
+    import re
+
+    html = client.get(page).text
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, f"no CSRF field on {page}"
+    return match.group(1)

@@ -14,13 +14,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from atelier import __version__
 from atelier.config import Settings, get_settings
+from atelier.service.captcha import Captcha
 from atelier.service.context import Services
-from atelier.web import errors
+from atelier.web import errors, security
+from atelier.web.limits import BodyLimit, body_limit_for
 from atelier.web.middleware import RequestMetrics, SecurityHeaders, content_security_policy
 
 log = logging.getLogger(__name__)
@@ -112,10 +114,17 @@ def create_app(
         # inline script, neither of which the Content-Security-Policy allows.
         docs_url=None,
         redoc_url=None,
+        # Forms with more parts than ours ever send are refused before they are spooled.
+        form_limits=security.FORM_LIMITS,
     )
     app.state.services = services
     app.state.settings = settings
+    # A provider without its keys fails here, at start-up, not on the first upload.
+    app.state.captcha = captcha = Captcha.from_settings(settings)
     errors.install(app)
+    security.install(app)
+    # Every HTML form is checked for its CSRF token (the JSON API and the webhook are exempt).
+    csrf = [Depends(security.csrf_protect)]
 
     from atelier.web import blobs, health, instant_api
 
@@ -126,17 +135,22 @@ def create_app(
 
     app.include_router(api_docs.router)
     app.include_router(artworks_api.router)
-    app.include_router(admin.router)
+    app.include_router(admin.router, dependencies=csrf)
     from atelier.web import sales
 
-    app.include_router(sales.router)
-    app.include_router(pages.router)
+    app.include_router(sales.router, dependencies=csrf)
+    app.include_router(pages.router, dependencies=csrf)
     pages.install(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost first: metrics see every request, headers go on every answer.
-    app.add_middleware(SecurityHeaders, csp=content_security_policy(_extra_origins(settings)))
+    app.add_middleware(BodyLimit, limit_for=body_limit_for(settings))
+    app.add_middleware(
+        SecurityHeaders,
+        csp=content_security_policy(_extra_origins(settings), captcha_origins=captcha.csp_origins if captcha else ()),
+        hsts=(settings.public_url or "").startswith("https://"),
+    )
     app.add_middleware(RequestMetrics, metrics=_MetricsProxy(app))
     return app
 

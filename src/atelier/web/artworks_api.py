@@ -26,6 +26,7 @@ from atelier.service.artworks import (
 from atelier.service.context import Services
 from atelier.web.deps import read_file, services_of, wants_locale
 from atelier.web.errors import ApiError
+from atelier.web.security import commission_guard
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class ArtworkOut(BaseModel):
     error: str | None
 
 
-@router.post("/api/v1/artworks", status_code=201, response_model=ArtworkOut, summary="Order a commission")
+@router.post("/api/v1/artworks", dependencies=[Depends(commission_guard)], status_code=201, response_model=ArtworkOut, summary="Order a commission")
 def create_artwork(
     services: ServicesDep,
     request: Request,

@@ -23,6 +23,7 @@ from atelier.service.uploads import (
 )
 from atelier.web.deps import read_file, services_of, wants_locale
 from atelier.web.errors import ApiError
+from atelier.web.security import upload_guard
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class PresignOut(BaseModel):
     confirm_url: str = Field(description="POST here once the upload is done.")
 
 
-@router.post("/uploads", status_code=201, response_model=UploadOut, summary="Keep a photo, painting or clip")
+@router.post("/uploads", dependencies=[Depends(upload_guard)], status_code=201, response_model=UploadOut, summary="Keep a photo, painting or clip")
 def upload(
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="The photo (or painting, or clip).")],
@@ -69,7 +70,7 @@ def upload(
     return info.public()
 
 
-@router.post("/uploads/presign", status_code=201, response_model=PresignOut, summary="Upload straight to storage")
+@router.post("/uploads/presign", dependencies=[Depends(upload_guard)], status_code=201, response_model=PresignOut, summary="Upload straight to storage")
 def presign(services: ServicesDep, body: PresignIn) -> dict[str, object]:
     """A presigned POST for a direct browser upload to the blob store (S3, or this app's own
     /blobs for local storage); confirm it afterwards."""
@@ -151,7 +152,7 @@ def _stylize(
 _IMAGE_RESPONSE = {200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}, "description": "The painted picture."}}
 
 
-@router.post("/stylize", response_class=Response, responses=_IMAGE_RESPONSE, summary="Paint a photo in a style")
+@router.post("/stylize", dependencies=[Depends(upload_guard)], response_class=Response, responses=_IMAGE_RESPONSE, summary="Paint a photo in a style")
 def stylize(
     services: ServicesDep,
     content: Annotated[UploadFile | None, File(description="The photo (or give content_id).")] = None,
@@ -272,7 +273,7 @@ class VideoOut(BaseModel):
     error: str | None
 
 
-@router.post("/videos", status_code=202, response_model=VideoOut, summary="Paint a video (a queued job)")
+@router.post("/videos", dependencies=[Depends(upload_guard)], status_code=202, response_model=VideoOut, summary="Paint a video (a queued job)")
 def create_video(
     services: ServicesDep,
     request: Request,

@@ -26,6 +26,7 @@ from atelier.service.instant import UnknownStyleError
 from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
+from atelier.web.security import commission_guard, upload_guard
 from atelier.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def home(services: ServicesDep, request: Request, lang: str) -> Response:
     return render(request, "home.html", locale, active="instant", error=None, **_home_context(services, locale, params))
 
 
-@router.post("/{lang}/instant")
+@router.post("/{lang}/instant", dependencies=[Depends(upload_guard)])
 def instant_form(
     services: ServicesDep,
     request: Request,
@@ -255,7 +256,7 @@ def commission_page(services: ServicesDep, request: Request, lang: str, photo: s
     return render(request, "commission.html", locale, active="commission", error=None, **_commission_context(services, locale, photo_id=photo, style=style))
 
 
-@router.post("/{lang}/commission")
+@router.post("/{lang}/commission", dependencies=[Depends(commission_guard)])
 def commission_form(
     services: ServicesDep,
     request: Request,

@@ -68,6 +68,12 @@ def render(request: Request, template: str, locale: str, *, status_code: int = 2
         for code in i18n.LOCALES
     ]
     context.setdefault("active", None)
+    from atelier.web import security
+
+    # Every page may hold a form: its CSRF field, and the bot check's widget when one is on.
+    context.setdefault("csrf_field", security.csrf_field(request))
+    context.setdefault("captcha_widget", security.captcha_widget(request))
+    context.setdefault("captcha_script", security.captcha_script(request))
     html = env.get_template(template).render(
         request=request,
         locale=locale,
