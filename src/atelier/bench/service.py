@@ -172,8 +172,11 @@ def run_load(
     lock = threading.Lock()
     window = {"start": 0.0, "stop": 0.0}
 
+    before = {"batches": 0.0, "images": 0.0}
+
     def open_window() -> None:
         # Runs once, when every client is warm, before any of them is let through.
+        before.update(_batch_totals(base))
         window["start"] = time.monotonic()
         window["stop"] = window["start"] + seconds
 
@@ -218,12 +221,24 @@ def run_load(
     for thread in threads:
         thread.join()
     result.seconds = time.monotonic() - window["start"]
-    try:
-        stats = httpx.get(f"{base}/api/v1/stats", timeout=10).json()
-        result.mean_batch = stats["stylize"]["batches"]["mean_size"]
-    except Exception:  # noqa: BLE001 - the figures above stand without it
-        pass
+    after = _batch_totals(base)
+    batches = after["batches"] - before["batches"]
+    if batches > 0:
+        result.mean_batch = round((after["images"] - before["images"]) / batches, 2)
     return result
+
+
+def _batch_totals(base: str) -> dict[str, float]:
+    """Batches the server painted and the images in them (over its recent window of 1000
+    batches): the difference of two readings is what one load run did, so that runs can share a
+    server. Zeros when the server does not say."""
+    import httpx
+
+    try:
+        batches = httpx.get(f"{base}/api/v1/stats", timeout=10).json()["stylize"]["batches"]
+        return {"batches": float(batches["recent"]), "images": float(batches["recent"]) * float(batches["mean_size"] or 0)}
+    except Exception:  # noqa: BLE001 - the other figures stand without it
+        return {"batches": 0.0, "images": 0.0}
 
 
 def first_vs_repick(base: str, *, width: int, height: int, repeats: int = 5) -> tuple[list[float], list[float]]:
@@ -267,7 +282,8 @@ def bench_service(
     request kind, serving mode (``one at a time``, ``batched``) and number of concurrent clients
     the throughput (images/s) and the latency percentiles (p50, p99) the clients saw.
 
-    Each load run gets a fresh server, so that its mean batch size is its own. Ratios: batched
+    The runs of one mode share a server (one start per mode, the client counts in turn); each
+    run's mean batch size is its own (from the server's counts before and after). Ratios: batched
     against one at a time with as many clients, and N clients against 1 client in the same mode.
     """
     counts = [clients] if isinstance(clients, int) else list(clients)
@@ -296,9 +312,12 @@ def bench_service(
         for mode in modes:
             cap, window = (1, 0.0) if mode == "one at a time" else (batch_max, window_ms)
             single: float | None = None  # images/s of 1 client in this mode
-            for count in counts:
-                with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads) as base:
-                    result = run_load(base, clients=count, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
+            with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads) as base:
+                results = {
+                    count: run_load(base, clients=count, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
+                    for count in counts
+                }
+            for count, result in results.items():
                 ratios = {}
                 if mode == "one at a time":
                     alone[count] = result.per_second

@@ -1,0 +1,40 @@
+"""Timing several ways of the same work in alternation."""
+
+from __future__ import annotations
+
+import time
+
+from atelier.bench.timing import Row, compare
+
+
+def test_compare_times_every_way_and_keeps_their_order_of_cost() -> None:
+    order: list[str] = []
+
+    def slow() -> None:
+        order.append("slow")
+        time.sleep(0.02)
+
+    def fast() -> None:
+        order.append("fast")
+
+    times = compare({"slow": slow, "fast": fast}, repeat=3, warmup=1)
+    assert set(times) == {"slow", "fast"}
+    assert times["slow"].seconds > times["fast"].seconds
+    assert times["slow"].seconds >= 0.02
+    assert times["slow"].peak_mb > 0
+    # warm-up of each, then rounds that alternate the two
+    assert order == ["slow", "fast"] + ["slow", "fast"] * 3
+
+
+def test_compare_cuts_the_rounds_to_the_budget() -> None:
+    runs: list[int] = []
+    compare({"one": lambda: (runs.append(1), time.sleep(0.05))}, repeat=50, warmup=0, budget_s=0.1)
+    assert 1 <= len(runs) <= 3
+
+
+def test_a_row_carries_its_baseline_and_figures_in_json() -> None:
+    row = Row("adain", "AdaIN", 0.5, baseline_seconds=1.0, ratios={"vs baseline": 2.0}, figures={"cpu_seconds": 0.9})
+    data = row.as_dict()
+    assert data["baseline_seconds"] == 1.0
+    assert data["figures"] == {"cpu_seconds": 0.9}
+    assert data["per_second"] == 2.0
