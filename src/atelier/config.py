@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default="auto",
         description="Where the engines run: auto (CUDA when a GPU is usable, else CPU), cpu or cuda.",
     )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto",
+        description="Number format of the instant engines on a CUDA GPU (autocast): auto (fp16 for "
+        "AdaIN and MicroAST, fp32 for the filters), fp32, fp16 or bf16. The CPU always paints in fp32.",
+    )
     max_image_pixels: int = Field(
         default=40_000_000,
         gt=0,
