@@ -274,8 +274,10 @@ def queue_mail(
     }
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    added = session.execute(statement).rowcount == 1
+    statement = insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(outbox.c.id)
+    # RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT, so
+    # on PostgreSQL every mail looked like a duplicate (logged so, and the sender not woken).
+    added = session.execute(statement).first() is not None
     if added:
         # In-process senders wake as soon as the mail is committed.
         sa_event.listen(session, "after_commit", lambda _s: _wakeup.set(), once=True)

@@ -223,8 +223,9 @@ def _stripe_session(
 
 def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any], columns: list[str]) -> bool:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=columns)
-    return bool(session.execute(statement).rowcount == 1)
+    # RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT.
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=columns).returning(table.c.id)
+    return session.execute(statement).first() is not None
 
 
 def record_payment(
