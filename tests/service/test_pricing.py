@@ -353,6 +353,16 @@ def test_amounts_are_written_for_the_buyer(minor: int, currency: str, locale: st
 @pytest.mark.parametrize(("currency", "minor"), [("USD", 999), ("EUR", 123456), ("JPY", 1200), ("MXN", 15050), ("CLP", 5000)])
 def test_a_written_amount_reads_back_the_same(locale: str, currency: str, minor: int) -> None:
     assert parse_amount(format_amount(minor, currency=currency, locale=locale), currency=currency, locale=locale) == minor
+    exponent = pricing.exponent_of(currency)
+    assert parse_amount(pricing.input_amount(minor, exponent=exponent, locale=locale), currency=currency, locale=locale) == minor
+
+
+@pytest.mark.parametrize(
+    ("minor", "exponent", "locale", "text"),
+    [(800, 2, "es", "8,00"), (800, 2, "en", "8.00"), (1200, 0, "en", "1200"), (15000, 2, "es_MX", "150.00"), (600000, 2, "es", "6000,00")],
+)
+def test_the_amount_field_starts_with_the_number_alone_written_for_the_buyer(minor: int, exponent: int, locale: str, text: str) -> None:
+    assert pricing.input_amount(minor, exponent=exponent, locale=locale) == text
 
 
 def test_the_minimum_is_enforced_and_named_in_the_buyers_language() -> None:

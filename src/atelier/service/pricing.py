@@ -28,6 +28,7 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.numbers import (
     format_currency,
+    format_decimal,
     get_currency_precision,
     get_currency_symbol,
     get_decimal_symbol,
@@ -389,10 +390,12 @@ def format_amount(minor: int, *, currency: str, locale: str, exponent: int | Non
     return str(format_currency(value, currency, locale=babel_locale(locale), currency_digits=False, decimal_quantization=False))
 
 
-def input_amount(minor: int, *, exponent: int) -> str:
-    """``minor`` as a form field's value: ``9.00``, ``1200`` -- the machine format of an HTML
-    number input (a dot, no grouping), which the browser shows in its own locale."""
-    return str(_decimal(minor, exponent)) if exponent else str(minor)
+def input_amount(minor: int, *, exponent: int, locale: str) -> str:
+    """``minor`` as the amount field's starting text: the number without symbol or grouping,
+    with the locale's decimal sign (``8,00`` in Spanish, ``8.00`` in English, ``1200`` yen), so
+    that it reads back through :func:`parse_amount` unchanged."""
+    pattern = "0" + ("." + "0" * exponent if exponent else "")
+    return str(format_decimal(_decimal(minor, exponent), format=pattern, locale=babel_locale(locale), decimal_quantization=True))
 
 
 def parse_amount(text: str, *, currency: str, locale: str, exponent: int | None = None) -> int:

@@ -346,9 +346,8 @@ def _price_context(services: Services, request: Request, locale: str) -> dict[st
         "country": country or "",
         "suggested": pricing.format_amount(price.suggested_minor, currency=price.currency, locale=shown, exponent=price.exponent),
         "minimum": pricing.format_amount(price.minimum_minor, currency=price.currency, locale=shown, exponent=price.exponent),
-        "value": pricing.input_amount(price.suggested_minor, exponent=price.exponent),
-        "min": pricing.input_amount(price.minimum_minor, exponent=price.exponent),
-        "step": pricing.input_amount(1, exponent=price.exponent),
+        "value": pricing.input_amount(price.suggested_minor, exponent=price.exponent, locale=shown),
+        "minimum_minor": price.minimum_minor,
     }
 
 
