@@ -111,6 +111,7 @@ def render_video(
                 max_seconds=max_seconds,
                 temporal=temporal,
                 progress=report,
+                device=loader.device,
                 **limits,
             )
     typer.echo(summary(result), err=True)

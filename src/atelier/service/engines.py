@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from atelier.art import models
-from atelier.art.devices import resolve_device
+from atelier.art.devices import resolve_device, with_precision
 from atelier.art.engine import StyleEngine
 from atelier.art.errors import ArtError
 from atelier.art.filters import FILTERS, FilterNet, load_filter
@@ -43,6 +43,8 @@ class EngineLoader:
 
     models_dir: Path
     device: torch.device = field(default_factory=lambda: resolve_device("auto"))
+    #: Autocast on CUDA (``ATELIER_PRECISION``): auto, fp32, fp16 or bf16. No effect on the CPU.
+    precision: str = field(default_factory=lambda: _default_precision())
     _cache: dict[tuple[str, ...], object] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -60,18 +62,19 @@ class EngineLoader:
         ``decoder`` point at other files instead (a decoder the user trained, say).
         """
         if name == "microast":
-            return self._cached(("microast",), self._load_microast)
+            return self._cached(("microast",), lambda: self._on_device(self._load_microast(), "microast"))
         if name == "adain":
             if vgg is not None or decoder is not None:
                 return self._cached(
-                    ("adain-files", str(vgg), str(decoder)), lambda: self._load_adain_files(vgg, decoder)
+                    ("adain-files", str(vgg), str(decoder)),
+                    lambda: self._on_device(self._load_adain_files(vgg, decoder), "adain"),
                 )
             weights = weights or "adain"
             if weights not in ADAIN_WEIGHTS:
                 raise UnknownEngineError(
                     f"unknown AdaIN weights {weights!r}; choose one of {', '.join(ADAIN_WEIGHTS)}"
                 )
-            return self._cached(("adain", weights), lambda: self._load_adain_set(weights))
+            return self._cached(("adain", weights), lambda: self._on_device(self._load_adain_set(weights), "adain"))
         raise UnknownEngineError(
             f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
         )
@@ -81,7 +84,7 @@ class EngineLoader:
         key = filter_name(name)
         if key is None:
             raise UnknownEngineError(f"unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
-        return self._cached(("filter", key), lambda: self._load_filter(key))
+        return self._cached(("filter", key), lambda: self._on_device(self._load_filter(key), "filter"))
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -91,6 +94,10 @@ class EngineLoader:
                 log.info("loading %s on %s", "/".join(key), self.device)
                 self._cache[key] = load()
             return self._cache[key]
+
+    def _on_device(self, engine, name: str):  # type: ignore[no-untyped-def]
+        # On CUDA, half-precision autocast where ATELIER_PRECISION (auto: where it is safe) says.
+        return with_precision(engine, self.device, self.precision, name=name)
 
     def _load_microast(self) -> StyleEngine:
         from atelier.art.microast import load_microast
@@ -124,6 +131,12 @@ class EngineLoader:
     def _load_filter(self, name: str) -> FilterNet:
         paths = models.require(f"filter-{name}", models_dir=self.models_dir)
         return load_filter(paths["weights"], device=self.device)
+
+
+def _default_precision() -> str:
+    from atelier.config import get_settings
+
+    return get_settings().precision
 
 
 def filter_name(name: str) -> str | None:

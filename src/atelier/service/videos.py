@@ -189,6 +189,7 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
                 limit_frames=settings.video_max_frames,
                 limit_pixels=settings.video_max_pixels,
                 progress=ctx.progress_callback(end=0.97),
+                device=services.loader.device,
             )
         except video.VideoError as exc:
             raise PermanentJobError(str(exc)) from exc
