@@ -261,3 +261,41 @@ def _cells(row) -> list[str]:  # type: ignore[no-untyped-def]
         ", ".join(f"{k} {v:.2f}x" for k, v in row.ratios.items()),
         row.note,
     ]
+
+
+@bench_app.command("load")
+def load(
+    clients: int = typer.Option(20, min=1, help="Concurrent clients, one request at a time each."),
+    seconds: float = typer.Option(60.0, min=1.0, help="Length of the measured window."),
+    size: int = typer.Option(128, min=32, help="Longest side of the stylize calls (MicroAST)."),
+    workers: int = typer.Option(0, min=0, help="Job workers inside the server under load."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Uploads, stylize calls and status polls from CLIENTS asyncio clients against a fresh
+    `atelier serve` on loopback: latency per kind (p50, p99), 5xx answers (there should be
+    none), and the server's memory at the start, middle and end of the window."""
+    from atelier.bench.load import run_load
+
+    settings = get_settings()
+    with refusals():
+        report = run_load(models_dir=settings.models_path, clients=clients, seconds=seconds, size=size, workers=workers)
+    summary = report.summary()
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        table = Table(title=f"{clients} clients for {seconds:.0f} s ({summary['per_second']} requests/s)")
+        for column in ("kind", "requests", "p50 ms", "p99 ms", "max ms", "answers", "transport failures"):
+            table.add_column(column)
+        for name, figures in summary["kinds"].items():
+            answers = " ".join(f"{status}: {n}" for status, n in figures["statuses"].items())
+            failures = " ".join(f"{kind}: {n}" for kind, n in figures["failures"].items()) or "0"
+            table.add_row(name, str(figures["requests"]), str(figures["p50_ms"]), str(figures["p99_ms"]), str(figures["max_ms"]), answers, failures)
+        Console(width=max(Console().width, 120)).print(table)
+        rss = summary["rss_mb"]
+        typer.echo(
+            f"server RSS MiB: start {rss['start']}, middle {rss['middle']}, end {rss['end']} (max {rss['max']}); "
+            f"server CPU {summary['server_cpu_seconds']} s; 5xx answers: {summary['server_errors']}; "
+            f"load average at the end: {', '.join(f'{x:.2f}' for x in summary['load_average_at_end'] or ())}"
+        )
+    if report.server_errors or report.failures:
+        raise typer.Exit(1)
