@@ -15,11 +15,13 @@ from sqlalchemy import select, update
 from atelier.config import Settings
 from atelier.service.artworks import order_artwork
 from atelier.service.context import Services
+from atelier.service import pricing
 from atelier.service.pricing import load_price_table, parse_amount
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, transaction
 from atelier.web.app import create_app
 
+from mmdb_fixtures import write_country_mmdb
 from service_fixtures import free_port, install_test_style, make_settings, microast_painter, small_jpeg
 from web_fixtures import LiveServer
 
@@ -95,6 +97,24 @@ def test_an_untrusted_country_header_is_ignored(client: TestClient, token: str) 
     assert form is not None and form["currency"] == "USD"  # nothing known: the fallback
     form = checkout(client.get(f"/en/a/{token}", headers={"CF-IPCountry": "JP"}).text)
     assert form is not None and form["currency"] == "JPY"
+
+
+def test_behind_a_trusted_proxy_the_geoip_database_reads_the_forwarded_address(
+    services: Services, token: str, tmp_path: Path
+) -> None:
+    pricing.geoip_reader.cache_clear()
+    services.settings.geoip_database = write_country_mmdb(tmp_path / "countries.mmdb", {"81.32.0.0/12": "ES", "133.0.0.0/8": "JP"})
+    services.settings.trusted_proxies = ("10.0.0.0/8",)
+    with TestClient(create_app(services=services, workers=0, mail=False), client=("10.1.2.3", 40000)) as proxied:
+        form = checkout(proxied.get(f"/en/a/{token}", headers={"X-Forwarded-For": "81.33.4.5"}).text)
+        assert form is not None and form["currency"] == "EUR"
+        form = checkout(proxied.get(f"/en/a/{token}", headers={"X-Forwarded-For": "133.1.2.3, 10.9.9.9"}).text)
+        assert form is not None and form["currency"] == "JPY"
+    # Straight from an untrusted peer, its X-Forwarded-For is not believed: its own address counts.
+    with TestClient(create_app(services=services, workers=0, mail=False), client=("133.5.5.5", 40000)) as direct:
+        form = checkout(direct.get(f"/en/a/{token}", headers={"X-Forwarded-For": "81.33.4.5"}).text)
+        assert form is not None and form["currency"] == "JPY"
+    pricing.geoip_reader.cache_clear()
 
 
 def test_no_form_once_the_artwork_is_no_longer_for_sale(client: TestClient, services: Services, token: str) -> None:

@@ -323,8 +323,8 @@ def price_for(*, country: str | None, table: PriceTable) -> Price:
 
 def check_amount(minor: int, price: Price) -> None:
     """Refuse an amount below ``price``'s minimum (or above what one payment can carry) with a
-    :class:`PricingError` whose message says the minimum. The pay route calls this: the form's
-    ``min`` attribute is only a convenience."""
+    :class:`PricingError` whose message says the minimum. The pay route calls this on every
+    payment: the form is the buyer's to change."""
     if not _is_int(minor):
         raise AmountError(f"amount {minor!r} is not minor units", code="not_a_number", user_message=_NOT_A_NUMBER)
     if minor < price.minimum_minor:
@@ -405,7 +405,8 @@ def parse_amount(text: str, *, currency: str, locale: str, exponent: int | None 
     A lone separator is the decimal one unless it is the locale's grouping separator followed by
     exactly three digits (``1.234`` is 1234 in Spanish, 1.234 in English). Raises
     :class:`AmountError` for an empty, negative, non-numeric, too precise (``5.505`` dollars,
-    ``5.5`` yen) or absurdly large amount.
+    ``5.5`` yen) or absurdly large amount. Pass ``exponent=price.exponent`` when the price
+    table overrides CLDR's decimals for the currency.
     """
     digits = exponent_of(currency) if exponent is None else exponent
     if not isinstance(text, str) or len(text) > 64:

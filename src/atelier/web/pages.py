@@ -336,9 +336,10 @@ def _price_context(services: Services, request: Request, locale: str) -> dict[st
     except pricing.PriceTableError:
         log.exception("no checkout form: the price table is not valid")
         return None
-    country = pricing.country_from_request(
-        headers=request.headers, client_ip=request.client.host if request.client else None, settings=services.settings
-    )
+    from atelier.web.security import client_ip
+
+    # The buyer's own address for the GeoIP lookup: behind a trusted proxy, what it forwarded.
+    country = pricing.country_from_request(headers=request.headers, client_ip=client_ip(request) or None, settings=services.settings)
     price = pricing.price_for(country=country, table=table)
     shown = pricing.display_locale(locale, country)
     return {
