@@ -75,7 +75,7 @@ def test_an_unknown_group_is_refused_in_one_line() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda is accepted here")
-@pytest.mark.parametrize("group", ["record", "engines", "video"])
+@pytest.mark.parametrize("group", ["record", "engines", "gatys", "service", "video"])
 def test_device_cuda_without_a_gpu_is_refused_in_one_line(group: str) -> None:
     result = runner.invoke(app, ["bench", group, "--device", "cuda"])
     assert result.exit_code == 2, result.output

@@ -176,10 +176,12 @@ def service(
     at a time against micro-batched (images/s, p50 and p99 latency); and a new photo against a
     re-pick by content_id."""
     from atelier.art import models
+    from atelier.art.devices import resolve_device
     from atelier.bench.service import bench_service
 
     settings = get_settings()
     with refusals():
+        resolve_device(device or settings.device)  # refuse cuda without a GPU here, not in the server
         models.require(engine if engine == "microast" else "adain", models_dir=settings.models_path)
         rows = bench_service(
             models_dir=settings.models_path,

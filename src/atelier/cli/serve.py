@@ -27,6 +27,17 @@ def _log_info() -> None:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _check_device(device: str) -> None:
+    """ATELIER_DEVICE=cuda on a machine without a GPU: refuse at start, not on every request."""
+    from atelier.art.devices import resolve_device
+    from atelier.art.errors import DeviceError
+
+    try:
+        resolve_device(device)
+    except DeviceError as exc:
+        raise fail(f"ATELIER_DEVICE: {exc}") from None
+
+
 @app.command("serve")
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on (default: ATELIER_HOST, 127.0.0.1)."),
@@ -48,6 +59,7 @@ def serve(
 
     _log_info()
     settings = get_settings()
+    _check_device(settings.device)
     host = host or settings.host
     port = settings.port if port is None else port
     public_url = public_url_of(settings, host=host, port=port)
@@ -87,6 +99,7 @@ def worker(
 
     _log_info()
     settings = get_settings()
+    _check_device(settings.device)
     try:
         services = Services.open(settings)
     except Exception as exc:  # noqa: BLE001
