@@ -170,3 +170,41 @@ def test_the_job_duration_is_measured(services: Services) -> None:
     _worker(services, lambda ctx: None).run_once()
     text = services.metrics.exposition().decode()
     assert 'atelier_job_seconds_count{kind="test.job",outcome="done"} 1.0' in text
+
+
+def test_a_loop_that_cannot_reach_the_queue_backs_off_and_resumes_when_it_answers(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from atelier.service.worker import OUTAGE_BACKOFF_MAX, outage_backoff
+
+    assert [outage_backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert outage_backoff(50) == OUTAGE_BACKOFF_MAX
+    job_id = services.queue.enqueue("test.job")
+    real_claim = services.queue.claim
+    tries: list[float] = []
+
+    def claim(*args, **kwargs):  # type: ignore[no-untyped-def]
+        tries.append(time.monotonic())
+        if len(tries) <= 3:  # the database is away for three tries
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(services.queue, "claim", claim)
+    worker = _worker(services, lambda ctx: {"ok": True})
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    with caplog.at_level("WARNING", logger="atelier.service.worker"):
+        thread.start()
+        deadline = time.monotonic() + 20
+        while (job := services.queue.get(job_id)) is not None and job.status != JobStatus.DONE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stop.set()
+        thread.join(10)
+    gaps = [b - a for a, b in zip(tries, tries[1:4])]
+    assert gaps[0] >= 0.45 and gaps[1] >= 0.95 and gaps[2] >= 1.95  # 0.5 s, 1 s, 2 s
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot reach the queue" in m for m in messages) == 3
+    assert any("answers again after 3 failed tries" in m for m in messages)
