@@ -109,3 +109,19 @@ def test_the_service_bench_reports_p50_p99_and_images_per_second_for_each_client
         assert row.figures["images_per_s"] == pytest.approx(row.per_second)
         assert row.figures["mean_batch"] >= 1
     assert "vs 1 client" in rows[1].ratios
+
+
+def test_bare_atelier_bench_runs_the_whole_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The full record takes minutes: record what the command asks for instead of measuring.
+    import atelier.bench.record as record
+
+    asked: dict = {}
+
+    def bench_record(loader, *, plan, groups, threads):  # type: ignore[no-untyped-def]
+        asked.update(plan=plan, groups=list(groups))
+        return iter([])
+
+    monkeypatch.setattr(record, "bench_record", bench_record)
+    result = runner.invoke(app, ["bench"])
+    assert result.exit_code == 0, result.output
+    assert asked == {"plan": record.FULL, "groups": list(GROUPS)}

@@ -31,7 +31,8 @@ def _ints(text: str) -> list[int]:
 def _default(ctx: typer.Context) -> None:
     """Without a group: the whole record (``atelier bench record``)."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(record)
+        # Invoke the click command (not the function), so that click fills in the defaults.
+        ctx.invoke(ctx.command.get_command(ctx, "record"))  # type: ignore[attr-defined]
 
 
 @bench_app.command("record")
