@@ -381,3 +381,31 @@ def test_storage_urls_name_the_store(tmp_path: Path) -> None:
     for bad in ("ftp://host/x", "s3:///no-bucket", "file://remote-host/x", "/just/a/path"):
         with pytest.raises(StorageConfigError):
             blob_store_from_url(bad)
+
+
+def test_an_unreachable_s3_store_says_so_with_its_own_error() -> None:
+    """Nothing listens on the endpoint: every call fails fast with StorageUnavailableError
+    (what the web app answers 503 to), not with a botocore exception or a "not found"."""
+    from atelier.store.errors import StorageUnavailableError
+    from conftest import free_port
+
+    store = S3BlobStore(
+        "atelier-gone",
+        "site",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region="us-east-1",
+        **S3_CREDENTIALS,
+    )
+    began = time.monotonic()
+    calls = {
+        "put": lambda: store.put("uploads/a.jpg", b"data", content_type="image/jpeg"),
+        "read": lambda: store.read("uploads/a.jpg"),
+        "exists": lambda: store.exists("uploads/a.jpg"),
+        "delete": lambda: store.delete("uploads/a.jpg"),
+        "list": lambda: list(store.list("uploads/")),
+    }
+    for call in calls.values():
+        with pytest.raises(StorageUnavailableError, match="cannot reach the storage"):
+            call()
+    assert time.monotonic() - began < 60  # boto3's retries, not a minute-long connect timeout each
+    store.close()
