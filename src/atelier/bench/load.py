@@ -135,6 +135,8 @@ class LoadReport:
                 "middle": self.rss_at(0.5),
                 "end": self.rss_at(1.0),
                 "max": max((mb for _, mb in self.rss_mb), default=None),
+                # The curve, for telling a plateau (caches, pools) from a steady climb (a leak).
+                "every_10s": [mb for t, mb in self.rss_mb if int(t) % 10 == 0 and t - int(t) < 1.0][: int(self.seconds // 10) + 1],
             },
             "warmup_seconds": round(self.warmup_seconds, 1),
             "server_cpu_seconds": self.server_cpu_seconds,

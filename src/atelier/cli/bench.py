@@ -296,7 +296,8 @@ def load(
         Console(width=max(Console().width, 120)).print(table)
         rss = summary["rss_mb"]
         typer.echo(
-            f"server RSS MiB: start {rss['start']}, middle {rss['middle']}, end {rss['end']} (max {rss['max']}); "
+            f"server RSS MiB: start {rss['start']}, middle {rss['middle']}, end {rss['end']} (max {rss['max']}; "
+            f"every 10 s: {', '.join(str(mb) for mb in rss['every_10s'])}); "
             f"server CPU {summary['server_cpu_seconds']} s; 5xx answers: {summary['server_errors']}; "
             f"load average at the end: {', '.join(f'{x:.2f}' for x in summary['load_average_at_end'] or ())}"
         )
