@@ -334,3 +334,49 @@ def test_preview_pay_hd_mail_download_end_to_end(
             assert http.get(download_link).status_code == 410
     finally:
         services.close()
+
+
+def test_with_s3_storage_the_download_is_a_short_lived_presigned_link(tmp_path: Path, models_dir: Path, style_dir: Path, photo_bytes: bytes) -> None:
+    import sys
+    import uuid
+
+    import boto3
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
+    from s3_server import PolicyEnforcingMotoServer
+
+    from atelier.service import payments
+
+    server = PolicyEnforcingMotoServer(ip_address="127.0.0.1", port=free_port(), secret_access_key="s3-secret")
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint, bucket = f"http://{host}:{port}", f"atelier-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="s3-key", aws_secret_access_key="s3-secret").create_bucket(Bucket=bucket)
+        settings = make_settings(
+            tmp_path / "data", models_dir, preview_max_size=96, storage_url=f"s3://{bucket}/site", s3_endpoint_url=endpoint,
+            s3_region="us-east-1", s3_access_key_id="s3-key", s3_secret_access_key="s3-secret", download_max_count=1,
+        )
+        add_catalog_style(settings, style_dir, passes="48x4,96x4")
+        services = Services.open(settings, public_url="http://testserver")
+        services.painter = microast_painter(services, steps=1)
+        try:
+            public_id, _ = ready_artwork(services, photo_bytes)
+            started = payments.start_checkout(services, artwork=public_id, amount_minor=500, currency="USD", locale="en", base_url="http://testserver")
+            payments.confirm_demo_payment(services, started.reference)
+            assert Worker(services, worker_id="w-hd").run_once() == "done"
+            with transaction(services.engine, read_only=True) as session:
+                token, key = session.execute(select(Artwork.download_token, Artwork.hd_key).where(Artwork.public_id == public_id)).one()
+            with TestClient(create_app(services=services, workers=0, mail=False)) as client:
+                response = client.get(f"/d/{token}", follow_redirects=False)
+                assert response.status_code == 303
+                link = response.headers["location"]
+                assert link.startswith(f"{endpoint}/{bucket}/site/hd/") and "X-Amz-Expires=300" in link
+                fetched = httpx.get(link)
+                assert fetched.status_code == 200 and fetched.content == services.blobs.read(key)
+                assert "attachment" in fetched.headers["content-disposition"]
+                assert client.get(f"/d/{token}", follow_redirects=False).status_code == 410
+        finally:
+            services.close()
+    finally:
+        server.stop()
