@@ -31,8 +31,8 @@ def _ints(text: str) -> list[int]:
 def _default(ctx: typer.Context) -> None:
     """Without a group: the whole record (``atelier bench record``)."""
     if ctx.invoked_subcommand is None:
-        # Invoke the click command (not the function), so that click fills in the defaults.
-        ctx.invoke(ctx.command.get_command(ctx, "record"))  # type: ignore[attr-defined]
+        # Called as a function, a typer command's defaults are OptionInfo objects: give them.
+        record(quick=False, groups="all", skip="", repeat=None, service_seconds=None, device=None, as_json=False, output=None)
 
 
 @bench_app.command("record")
