@@ -10,6 +10,7 @@ shared one on 5432.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,16 @@ from fault_fixtures import PrivatePostgres, Process, base_env, wait_ready, wait_
 from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg, smtp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def _follow(url: str, lines: list[str]) -> None:
+    """Read a server-sent event stream until its ``done`` event (or it ends), keeping the lines."""
+    with httpx.stream("GET", url, timeout=httpx.Timeout(120, connect=10)) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            lines.append(line)
+            if line.startswith("event: done"):
+                return
 
 
 @pytest.fixture
@@ -64,6 +75,11 @@ def test_server_answers_503_while_postgres_is_down_and_recovers_without_a_restar
             assert accepted.status_code == 201, accepted.text
             status_url = accepted.json()["status_url"]
             artwork_id = accepted.json()["id"]
+            # A browser following the painting: its event stream stays open through the outage.
+            events: list[str] = []
+            follower = threading.Thread(target=_follow, args=(f"{base}{accepted.json()['events_url']}", events), daemon=True)
+            follower.start()
+            wait_until(lambda: any(line.startswith("event: progress") for line in events), seconds=15, what="the first event")
 
             private_postgres.stop()  # every connection the server holds is now dead
             down_since = time.monotonic()
@@ -98,6 +114,8 @@ def test_server_answers_503_while_postgres_is_down_and_recovers_without_a_restar
                 return state == "preview_ready"
 
             wait_until(painted, seconds=120, what="the commission accepted before the outage")
+            follower.join(15)
+            assert "event: done" in events, events[-5:]
         inbox.wait_for(1, timeout=30)
         time.sleep(2.5)  # a mail sender round or two later
         assert server.alive(), server.text()[-3000:]

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from atelier.service.artworks import (
@@ -113,7 +114,13 @@ async def artwork_events(services: ServicesDep, request: Request, artwork_id: st
             await asyncio.sleep(EVENT_POLL)
             if await request.is_disconnected():
                 return
-            refreshed = await run_in_threadpool(get_artwork, services, artwork_id)
+            try:
+                refreshed = await run_in_threadpool(get_artwork, services, artwork_id)
+            except (OperationalError, InterfaceError):
+                # The database is away (a restart): keep the stream open and ask again at the
+                # next tick. Ending it would send the browser back to this URL, which answers
+                # 503 meanwhile -- and EventSource gives up for good on an error status.
+                continue
             if refreshed is None:
                 return
             view = refreshed
