@@ -69,7 +69,10 @@ def test_random_weights_load_strictly_into_the_reference_and_give_the_same_featu
             y = module(y)
             if index in taps:
                 assert ours[taps[index]].shape == y.shape
-                torch.testing.assert_close(ours[taps[index]], y, rtol=1e-4, atol=1e-4)
+                # Channels-last convs add in another order: float32 rounding of features
+                # that reach ~1000 at relu5_1, so the tolerance follows the layer's scale.
+                scale = float(y.abs().max())
+                torch.testing.assert_close(ours[taps[index]], y, rtol=1e-4, atol=max(1e-4, 1e-5 * scale))
 
 
 def test_random_features_keep_a_sane_scale_down_to_relu5_4() -> None:

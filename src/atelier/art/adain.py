@@ -34,6 +34,7 @@ from atelier.art.errors import ArtError, ImageError, ModelError
 from atelier.art.images import to_pil, to_tensor
 from atelier.art.padding import crop_to, pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback, no_progress
+from atelier.art.upconv import transposed_kernel, upsample_conv
 from atelier.art.vgg import (
     DOWNLOAD_HINT,
     VGGEncoder,
@@ -154,8 +155,20 @@ class Decoder(nn.Module):
         return f"decoder-{self.level}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self._modules.values():
-            x = module(x)
+        """The modules in order, except that each nearest-x2 upsampling, pad and conv run as
+        one transposed conv on the small picture (:mod:`atelier.art.upconv`; the same sums,
+        2.25x fewer multiplications), in channels-last memory (faster on CPUs)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for i, (index, _, _) in enumerate(self.convs):
+            conv = self._modules[str(index)]
+            assert isinstance(conv, nn.Conv2d)
+            if isinstance(self._modules.get(str(index - 2)), nn.Upsample):
+                kernel = transposed_kernel(conv.weight).contiguous(memory_format=torch.channels_last)
+                x = upsample_conv(x, kernel, conv.bias)
+            else:
+                x = conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+            if i + 1 < len(self.convs):
+                x = x.relu_()
         return x
 
     @classmethod
@@ -280,8 +293,9 @@ class AdaIN:
                 f"the decoder works on {level} features but the VGG weights end at "
                 f"{encoder.last_layer}; {level} needs the full vgg_normalised.pth; {DOWNLOAD_HINT}"
             )
-        self.encoder = encoder
-        self.decoder = decoder
+        # Channels-last weights for the channels-last activations (see VGGEncoder.forward).
+        self.encoder = encoder.to(memory_format=torch.channels_last)
+        self.decoder = decoder.to(memory_format=torch.channels_last)
         self.level = level
         # Pad photos to this multiple so the decoder's upsampling lands on their exact size.
         self.multiple = layer_downsampling(level)
@@ -304,8 +318,8 @@ class AdaIN:
         generic path (measured here about 50x slower than float32).
         """
         device = resolve_device(device)
-        self.encoder.to(device=device, dtype=dtype)
-        self.decoder.to(device=device, dtype=dtype)
+        self.encoder.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        self.decoder.to(device=device, dtype=dtype, memory_format=torch.channels_last)
         return self
 
     # -- the three steps ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from atelier.art.errors import ImageError, ModelError
 from atelier.art.padding import crop_to, pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.upconv import transposed_kernel, upsample_conv
 from atelier.art.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,15 @@ class _ConvLayer(nn.Module):
 
 
 class _UpsampleConvLayer(_ConvLayer):
-    """Nearest x2, then reflection pad and conv: upstream's answer to checkerboard artefacts."""
+    """Nearest x2, then reflection pad and conv: upstream's answer to checkerboard artefacts.
+
+    Computed as one transposed conv on the low-resolution input (:mod:`atelier.art.upconv`):
+    the same sums with 2.25x fewer multiplications, on the two most expensive layers.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))
+        kernel = transposed_kernel(self.conv2d.weight).contiguous(memory_format=torch.channels_last)
+        return upsample_conv(x.contiguous(memory_format=torch.channels_last), kernel, self.conv2d.bias)
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:

@@ -247,6 +247,10 @@ class VGGEncoder(nn.Module):
                 raise ModelError(_too_shallow_message(name, self.depth))
             wanted[index] = name
         stop = max(wanted)
+        # Channels-last activations: oneDNN's convolutions run 1.3-1.6x faster on them than on
+        # NCHW, and the max-pools many times faster (the weights are converted once, see
+        # AdaIN; others are reordered per call). Taps come back in this layout too.
+        x = x.contiguous(memory_format=torch.channels_last)
         # In-place ReLU saves a copy of every feature map, but only when nothing keeps the conv
         # output (a requested conv tap) and autograd does not need it.
         inplace_ok = not torch.is_grad_enabled() or not x.requires_grad
