@@ -549,12 +549,22 @@ class Mailer:
     def run(self, stop: threading.Event, *, interval: float = 2.0) -> None:
         """Send due mails until ``stop`` is set, waking when a mail is queued in this process
         and every ``interval`` seconds otherwise (other processes, retries coming due)."""
+        failures = 0
         while not stop.is_set():
             try:
                 while self.send_due() and not stop.is_set():
                     pass
-            except Exception:  # noqa: BLE001 - the database may be down; try again later
-                log.warning("mail sender: could not read the outbox", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
+                failures += 1
+                # A traceback for the first failure of an outage, one line for the next ones.
+                log.warning(
+                    "mail sender: could not read the outbox (%s: %s); try %d",
+                    type(exc).__name__, (str(exc).strip().splitlines() or [""])[0], failures, exc_info=failures == 1,
+                )
+            else:
+                if failures:
+                    log.warning("mail sender: the outbox answers again after %d failed tries", failures)
+                failures = 0
             _wakeup.wait(interval)
             _wakeup.clear()
 
