@@ -241,3 +241,41 @@ def test_the_demo_provider_goes_through_the_same_path_once(services: Services, p
     # With a Stripe key configured the demo provider is off: its page and button do nothing.
     services.settings.stripe_secret_key = "sk_test_x"
     assert payments.demo_checkout(services, started.reference) is None
+
+
+@pytest.mark.slow
+def test_the_real_painter_paints_the_hd_version_unmarked_at_twice_the_full_size(services: Services, photo: bytes) -> None:
+    """No quick painter: the style's Gatys recipe (tiny here, 96 px) painted for the preview with
+    its mark, and again for the HD version without it, then waifu2x."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from atelier.service.painting import watermark_spec
+
+    services.painter = None
+    public_id = ready_artwork(services, photo)
+    started = payments.start_checkout(services, artwork=public_id, amount_minor=500, currency="USD", locale="en", base_url="https://atelier.test")
+    payments.confirm_demo_payment(services, started.reference)
+    assert Worker(services, worker_id="w-hd").run_once() == "done"
+    with transaction(services.engine, read_only=True) as session:
+        artwork = session.scalars(select(Artwork).where(Artwork.public_id == public_id)).one()
+        preview = Image.open(io.BytesIO(services.blobs.read(artwork.preview_key or ""))).convert("RGB")
+        hd = Image.open(io.BytesIO(services.blobs.read(artwork.hd_key or ""))).convert("RGB")
+    assert max(preview.size) == payments.hd_size(services, services.catalog.get("starry_night")) == 96
+    assert hd.size == (2 * preview.width, 2 * preview.height)
+    mark = watermark_spec(services.catalog.get("starry_night").source, True)  # type: ignore[union-attr]
+    assert mark is not None
+    from atelier.art.finish import watermark_layer
+
+    small = hd.resize(preview.size, Image.Resampling.LANCZOS)
+    under = np.asarray(
+        watermark_layer(preview.size, text=mark.text, position=mark.position, opacity=mark.opacity, scale=mark.scale, margin=mark.margin).getchannel("A")
+    ) > 0
+    assert under.sum() > 20
+    as_is = np.abs(np.asarray(small, np.float32) - np.asarray(preview, np.float32))[under].mean()
+    remarked = np.abs(np.asarray(mark.apply(small), np.float32) - np.asarray(preview, np.float32))[under].mean()
+    # Under the mark, the preview is the HD picture (shrunk) with the style's mark drawn on:
+    # drawing it on the shrunk HD picture brings the two together; it had no mark of its own.
+    assert remarked < 0.7 * as_is, (as_is, remarked)
