@@ -70,10 +70,17 @@ def photo(content_dir: Path) -> bytes:
     return small_jpeg(content_dir / "dog.jpg", 160)
 
 
-def ready_artwork(services: Services, photo: bytes) -> str:
-    """An ordered artwork whose preview is ready (its preview job run by a real worker)."""
+def ready_artwork(services: Services, photo: bytes, *, paint: bool = True) -> str:
+    """An ordered artwork whose preview is ready: its preview job run by a real worker, or
+    (``paint=False``, for tests of the payment alone) only marked ready."""
     view = order_artwork(services, style_name="starry_night", email="ana@example.com", locale="es", content=photo)
-    assert Worker(services, worker_id="w-preview").run_once() == "done"
+    if paint:
+        assert Worker(services, worker_id="w-preview").run_once() == "done"
+    else:
+        with transaction(services.engine) as session:
+            session.execute(
+                update(Artwork).where(Artwork.public_id == view.id).values(status=ArtworkStatus.PREVIEW_READY, preview_key=f"previews/{view.id}.jpg")
+            )
     with transaction(services.engine, read_only=True) as session:
         assert session.scalars(select(Artwork.status).where(Artwork.public_id == view.id)).one() == ArtworkStatus.PREVIEW_READY
     return view.id
@@ -96,7 +103,7 @@ def deliver(services: Services, body: bytes, signature: str) -> str:
 
 
 def test_a_signed_completed_checkout_records_the_sale_marks_paid_and_queues_the_hd_job(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     before = state(services, public_id)
     body = completed_event(public_id, amount=1250, currency="mxn")
     assert deliver(services, body, stripe_signature(body, SECRET)) == "recorded"
@@ -110,7 +117,7 @@ def test_a_signed_completed_checkout_records_the_sale_marks_paid_and_queues_the_
 
 
 def test_the_same_event_delivered_twice_makes_one_sale_one_job(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     body = completed_event(public_id)
     assert deliver(services, body, stripe_signature(body, SECRET)) == "recorded"
     once = state(services, public_id)
@@ -133,7 +140,7 @@ def test_the_same_event_delivered_twice_makes_one_sale_one_job(services: Service
     ],
 )
 def test_a_forged_or_stale_delivery_is_refused_and_changes_nothing(services: Services, photo: bytes, forge) -> None:  # type: ignore[no-untyped-def]
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     before = state(services, public_id)
     body, signature = forge(completed_event(public_id))
     with pytest.raises(payments.WebhookRejected) as refused:
@@ -143,13 +150,13 @@ def test_a_forged_or_stale_delivery_is_refused_and_changes_nothing(services: Ser
 
 
 def test_a_timestamp_within_the_tolerance_is_accepted(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     body = completed_event(public_id)
     assert deliver(services, body, stripe_signature(body, SECRET, timestamp=int(time.time()) - 240)) == "recorded"
 
 
 def test_an_event_for_an_unknown_artwork_is_refused_and_not_remembered(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     before = state(services, public_id)
     body = completed_event("0" * 32)
     with pytest.raises(payments.UnknownArtwork) as refused:
@@ -159,7 +166,7 @@ def test_an_event_for_an_unknown_artwork_is_refused_and_not_remembered(services:
 
 
 def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignored(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     before = state(services, public_id)
     other = json.dumps({"id": "evt_9", "type": "payment_intent.created", "data": {"object": {}}}).encode()
     assert deliver(services, other, stripe_signature(other, SECRET)) == "ignored"
@@ -172,7 +179,7 @@ def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignored(serv
 
 
 def test_without_a_webhook_secret_every_event_is_refused(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     services.settings.stripe_webhook_secret = None
     body = completed_event(public_id)
     with pytest.raises(payments.WebhookRejected):
@@ -230,7 +237,7 @@ def test_a_download_link_runs_out_and_expires(services: Services, photo: bytes) 
 
 
 def test_the_demo_provider_goes_through_the_same_path_once(services: Services, photo: bytes) -> None:
-    public_id = ready_artwork(services, photo)
+    public_id = ready_artwork(services, photo, paint=False)
     started = payments.start_checkout(services, artwork=public_id, amount_minor=700, currency="eur", locale="es", base_url="https://atelier.test")
     assert started.provider == "demo" and started.url == f"https://atelier.test/es/demo-checkout/{started.reference}"
     assert payments.receipt(services, public_id).sale_status == "pending"  # type: ignore[union-attr]

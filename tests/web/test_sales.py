@@ -114,9 +114,17 @@ def csrf(html: str) -> dict[str, str]:
     return {"csrf_token": found.group(1) or found.group(2)} if found else {}
 
 
-def ready_artwork(services: Services, photo: bytes, locale: str = "es") -> tuple[str, str]:
+def ready_artwork(services: Services, photo: bytes, locale: str = "es", *, paint: bool = True) -> tuple[str, str]:
+    """An artwork with its preview ready: painted by a real worker, or only marked ready
+    (``paint=False``: the pages and the webhook do not look at the picture)."""
     view = order_artwork(services, style_name="starry_night", email="ana@example.com", locale=locale, content=photo)
-    assert Worker(services, worker_id="w").run_once() == "done"
+    if paint:
+        assert Worker(services, worker_id="w").run_once() == "done"
+    else:
+        with transaction(services.engine) as session:
+            session.execute(
+                update(Artwork).where(Artwork.public_id == view.id).values(status=ArtworkStatus.PREVIEW_READY, preview_key=f"previews/{view.id}.jpg")
+            )
     with transaction(services.engine, read_only=True) as session:
         return view.id, session.scalars(select(Artwork.preview_token).where(Artwork.public_id == view.id)).one()
 
@@ -132,7 +140,7 @@ def shop(tmp_path: Path, models_dir: Path, style_dir: Path, database_url: str) -
 
 
 def test_the_pay_form_enforces_the_minimum_on_the_server(shop: Services, photo_bytes: bytes) -> None:
-    _, token = ready_artwork(shop, photo_bytes)
+    _, token = ready_artwork(shop, photo_bytes, paint=False)
     with TestClient(create_app(services=shop, workers=0, mail=False)) as client:
         page = client.get(f"/es/a/{token}")
         fields = form_fields(page.text)
@@ -155,7 +163,7 @@ def test_the_pay_form_enforces_the_minimum_on_the_server(shop: Services, photo_b
 def test_the_stripe_checkout_carries_the_amount_currency_and_artwork(shop: Services, photo_bytes: bytes, fake_stripe: FakeStripe) -> None:
     shop.settings.stripe_secret_key = "sk_test_51abc"
     shop.settings.stripe_api_base = fake_stripe.url
-    public_id, token = ready_artwork(shop, photo_bytes)
+    public_id, token = ready_artwork(shop, photo_bytes, paint=False)
     with TestClient(create_app(services=shop, workers=0, mail=False)) as client:
         fields = form_fields(client.get(f"/en/a/{token}", headers={"Accept-Language": "en-US"}).text)
         currency = fields["currency"]
@@ -175,7 +183,7 @@ def test_the_stripe_checkout_carries_the_amount_currency_and_artwork(shop: Servi
 
 
 def test_the_webhook_answers_4xx_to_refused_events_and_503_while_the_database_is_down(shop: Services, photo_bytes: bytes, tmp_path: Path) -> None:
-    public_id, _ = ready_artwork(shop, photo_bytes)
+    public_id, _ = ready_artwork(shop, photo_bytes, paint=False)
     body = completed_event(public_id, event_id="evt_web_1", session_id="cs_web_1", amount=900, currency="EUR")
     url = "/api/v1/payments/stripe/webhook"
     with TestClient(create_app(services=shop, workers=0, mail=False)) as client:
