@@ -42,7 +42,7 @@ KEEPALIVE = 15.0
 
 class ArtworkOut(BaseModel):
     id: str = Field(description="The artwork's id (random; keep it to follow the painting).")
-    status: str = Field(description="queued, painting, preview_ready or failed.")
+    status: str = Field(description="queued, painting, preview_ready or failed; after a sale paid, hd_painting, delivered.")
     style: str
     style_title: str
     progress: float = Field(description="0..1")
