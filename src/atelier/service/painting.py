@@ -4,10 +4,10 @@ picture out.
     Gatys passes -> finishing (colour lift, smoothing) -> optional upscale (waifu2x) -> watermark
 
 :func:`render_painting` is the whole pipeline, with every intermediate kept
-(:class:`Rendered`): the worker stores the watermarked preview and, for the paid high-resolution
-version, upscales the *unwatermarked* finished picture with :func:`upscale_picture` -- the same
-painting, without repainting it. :func:`render_commission` is the one-call form the commission
-worker uses. ``atelier render --engine gatys`` calls :func:`render_painting` too.
+(:class:`Rendered`): the worker stores the watermarked preview (the recipe scaled down to
+ATELIER_PREVIEW_MAX_SIZE); for the paid high-resolution version it paints the recipe at its full
+size without the mark and doubles it with :func:`upscale_picture` (atelier.service.payments).
+:func:`render_commission` is the one-call form of the same pipeline. ``atelier render --engine gatys`` calls :func:`render_painting` too.
 
 The watermark goes on last, after the upscale, so it is drawn crisp at the final size instead of
 being enlarged with the picture (``atelier.art.finish.finish`` would put it on before).
