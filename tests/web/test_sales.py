@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -388,3 +389,33 @@ def test_with_s3_storage_the_download_is_a_short_lived_presigned_link(tmp_path: 
             services.close()
     finally:
         server.stop()
+
+
+def test_concurrent_downloads_never_take_more_uses_than_the_link_has(shop: Services, photo_bytes: bytes) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from atelier.service import payments
+
+    public_id, _ = ready_artwork(shop, photo_bytes, paint=False)
+    key = f"hd/{public_id}.jpg"
+    shop.blobs.put(key, photo_bytes, content_type="image/jpeg")
+    with transaction(shop.engine) as session:
+        session.execute(
+            update(Artwork).where(Artwork.public_id == public_id).values(
+                status=ArtworkStatus.DELIVERED, hd_key=key, download_count=0, download_limit=3,
+                download_expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        token = session.scalars(select(Artwork.download_token).where(Artwork.public_id == public_id)).one()
+
+    def attempt(_: int) -> str:
+        try:
+            return "granted" if payments.use_download(shop, token) is not None else "missing"
+        except payments.DownloadGone:
+            return "gone"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(12)))
+    assert outcomes.count("granted") == 3 and outcomes.count("gone") == 9
+    with transaction(shop.engine, read_only=True) as session:
+        assert session.scalars(select(Artwork.download_count).where(Artwork.public_id == public_id)).one() == 3
