@@ -1,7 +1,8 @@
 """`atelier bench load`, short: 8 asyncio clients for 10 s against a real `atelier serve` on
 loopback, mixing uploads, stylize calls and status polls. No answer is a 5xx, no request fails
 in transport, every kind is measured (p50 and p99), and the server's memory is flat over the
-window (the caches were filled in the warm-up; what still grows is a leak)."""
+window (the caches and concurrency's high-water mark were reached in the warm-up; what still
+grows is a leak)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ run for ``seconds``, each picking at random among three kinds of request:
 It records every answer's status and latency per kind (p50, p99, max), counts 5xx answers and
 transport failures, and samples the server's resident memory (``/proc/<pid>/status``) every
 second: the figures at the start, middle and end of the window tell a leak (RSS still rising)
-from caches filling up (which the warm-up round does before the window opens: every photo of
-the pool uploaded and painted once).
+from caches filling up and concurrency's high-water mark (which the warm-up reaches before the
+window opens: every photo of the pool uploaded and painted once, then the mix for a tenth of the
+window, unmeasured).
 
 The server runs with the per-address rate limits off: every client here is 127.0.0.1, which the
 limits would rightly take for one abusive client.
@@ -345,6 +346,12 @@ async def run_load_async(url: str, *, clients: int, seconds: float, size: int = 
     photos = [synthetic_jpeg(320, 240, seed=seed) for seed in range(PHOTO_POOL)]
     began = time.monotonic()
     upload_ids, status_urls = await _prepare(url, photos, size)
+    # Then the same mix, unmeasured, for a tenth of the window (3 s at least): the memory that
+    # many requests in flight at once need (threads, buffers, the allocator's high-water mark)
+    # is taken before the first sample, so that what grows in the window is what leaks.
+    rehearsal = LoadReport(clients=clients, seconds=seconds, size=size)
+    rehearse_until = time.monotonic() + max(3.0, seconds / 10)
+    await asyncio.gather(*(_client(i, url, rehearsal, rehearse_until, photos, upload_ids, status_urls, size) for i in range(clients)))
     report.warmup_seconds = time.monotonic() - began
     cpu_before = cpu_seconds(pid) if pid is not None else None
     started = time.monotonic()
