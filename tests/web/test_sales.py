@@ -161,6 +161,19 @@ def test_the_pay_form_enforces_the_minimum_on_the_server(shop: Services, photo_b
         assert again.status_code == 303 and "/es/receipts/" in again.headers["location"]
 
 
+def test_the_pay_form_takes_only_the_currency_offered_to_the_buyer(shop: Services, photo_bytes: bytes) -> None:
+    _, token = ready_artwork(shop, photo_bytes, paint=False)
+    with TestClient(create_app(services=shop, workers=0, mail=False)) as client:
+        us = {"Accept-Language": "en-US"}
+        fields = form_fields(client.get(f"/en/a/{token}", headers=us).text)
+        assert fields["currency"] == "USD"
+        # A currency with a lower minimum in the table, typed in by hand, is not taken.
+        cheap = client.post(f"/en/a/{token}/pay", data={**fields, "currency": "INR", "amount": "100"}, headers=us, follow_redirects=False)
+        assert cheap.status_code == 422 and "currencies offered" in cheap.text
+        ok = client.post(f"/en/a/{token}/pay", data=fields, headers=us, follow_redirects=False)
+        assert ok.status_code == 303
+
+
 def test_the_stripe_checkout_carries_the_amount_currency_and_artwork(shop: Services, photo_bytes: bytes, fake_stripe: FakeStripe) -> None:
     shop.settings.stripe_secret_key = "sk_test_51abc"
     shop.settings.stripe_api_base = fake_stripe.url

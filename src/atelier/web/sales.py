@@ -60,18 +60,21 @@ def _public_base(services: Services, request: Request) -> str:
 
 
 def _price_for_currency(services: Services, request: Request, currency: str) -> Any:
-    """The buyer's price in ``currency``: the table's row for it (a buyer may keep the currency
-    the page offered even if their country guess changed between two requests)."""
+    """The buyer's price, if ``currency`` is the one their page offers (else None).
+
+    Only the currency of the buyer's own country is taken: accepting any currency in the table
+    would let a buyer pick the one with the lowest minimum. The country comes from the same
+    trusted headers, GeoIP address and Accept-Language as the form's.
+    """
     from atelier.service import pricing
+    from atelier.web.security import client_ip
 
     table = pricing.price_table_of(services.settings)
-    country = pricing.country_from_request(
-        headers=request.headers, client_ip=request.client.host if request.client else None, settings=services.settings
-    )
-    row = table.currencies.get((currency or "").upper())
-    if row is None:
+    country = pricing.country_from_request(headers=request.headers, client_ip=client_ip(request) or None, settings=services.settings)
+    price = pricing.price_for(country=country, table=table)
+    if (currency or "").strip().upper() != price.currency:
         return None, country
-    return pricing.Price(country=country, currency=row.currency, suggested_minor=row.suggested_minor, minimum_minor=row.minimum_minor, exponent=row.exponent), country
+    return price, country
 
 
 def _preview_again(services: Services, request: Request, locale: str, token: str, info: Any, error: str, typed: str) -> Response:
@@ -127,7 +130,9 @@ def pay(
     if price is None:
         return _preview_again(services, request, locale, token, info, _("Please choose an amount in one of the currencies offered."), amount)
     try:
-        minor = pricing.parse_amount(amount, currency=price.currency, locale=pricing.display_locale(locale, country))
+        minor = pricing.parse_amount(
+            amount, currency=price.currency, locale=pricing.display_locale(locale, country), exponent=price.exponent
+        )
         pricing.check_amount(minor, price)
     except pricing.PricingError as exc:
         return _preview_again(services, request, locale, token, info, exc.message_for(locale), amount)
