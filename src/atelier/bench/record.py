@@ -109,6 +109,8 @@ def bench_record(
 def _row(group: str, name: str, ours: Timed, baseline: Timed | None, *, params: dict, note: str = "", items: int = 1, unit: str = "image") -> Row:
     ratios: dict[str, float] = {}
     figures = {"cpu_seconds": ours.cpu_seconds}
+    if ours.gpu_peak_mb is not None:
+        figures["gpu_peak_mb"] = ours.gpu_peak_mb
     if baseline is not None:
         ratios["vs baseline"] = baseline.seconds / ours.seconds
         figures |= {
@@ -259,9 +261,13 @@ def _microast_child(which: str, height: int, width: int, models_dir: str, device
             return engine.decode(engine.encode_content(photo), [engine.encode_style(style)])  # type: ignore[attr-defined]
 
     reset_peak_rss()
+    cuda = device.startswith("cuda")
     wall, cpu = time.perf_counter(), time.process_time()
     work()
-    return Timed(time.perf_counter() - wall, time.process_time() - cpu, peak_rss_mb())
+    if cuda:
+        torch.cuda.synchronize()
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return Timed(time.perf_counter() - wall, time.process_time() - cpu, peak_rss_mb(), gpu_peak)
 
 
 # ----------------------------------------------------------------------------- waifu2x

@@ -108,6 +108,22 @@ class Timed:
     seconds: float
     cpu_seconds: float
     peak_mb: float
+    #: Peak CUDA memory allocated by torch while it ran (MiB); None when CUDA was not used.
+    gpu_peak_mb: float | None = None
+
+
+def _cuda_in_use() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def _cuda_sync() -> None:
+    # CUDA kernels run asynchronously: a timing must wait for them to finish.
+    if _cuda_in_use():
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def compare(
@@ -129,24 +145,35 @@ def compare(
     for work in works.values():
         for _ in range(warmup):
             work()
+    _cuda_sync()
     walls: dict[str, list[float]] = {name: [] for name in works}
     cpus: dict[str, list[float]] = {name: [] for name in works}
     peaks: dict[str, float] = {name: 0.0 for name in works}
+    gpu_peaks: dict[str, float | None] = {name: None for name in works}
     rounds = repeat
     index = 0
     while index < rounds:
         started = time.perf_counter()
         for name, work in works.items():
             reset_peak_rss()
+            cuda = _cuda_in_use()
+            if cuda:
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
             wall, cpu = time.perf_counter(), time.process_time()
             work()
+            _cuda_sync()
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
             peaks[name] = max(peaks[name], peak_rss_mb())
+            if cuda:
+                gpu_peaks[name] = max(gpu_peaks[name] or 0.0, torch.cuda.max_memory_allocated() / 2**20)
         if index == 0:
             one_round = time.perf_counter() - started
             rounds = max(1, min(repeat, int(budget_s // max(one_round, 1e-9))))
         index += 1
     return {
-        name: Timed(statistics.median(walls[name]), statistics.median(cpus[name]), peaks[name]) for name in works
+        name: Timed(statistics.median(walls[name]), statistics.median(cpus[name]), peaks[name], gpu_peaks[name])
+        for name in works
     }
