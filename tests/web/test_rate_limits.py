@@ -154,3 +154,17 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(tmp_path
         assert [send("198.51.100.1"), send("198.51.100.2"), send("198.51.100.1")] == [201, 201, 429]
     finally:
         gen.close()
+
+
+def test_admin_sign_in_attempts_are_limited_per_address(tmp_path: Path, models_dir: Path) -> None:
+    settings = make_settings(tmp_path, models_dir, admin_token="a-long-operator-token-0123456789", rate_limit_admin_logins_per_ip=2)
+    gen = app_client(settings)
+    client = next(gen)
+    try:
+        token = form_token(client)
+        codes = [client.post("/admin/login", data={"csrf_token": token, "token": f"guess-{i}"}).status_code for i in range(3)]
+        assert codes == [401, 401, 429]
+        # The right token does not get through either until the window ends: guessing stays slow.
+        assert client.post("/admin/login", data={"csrf_token": token, "token": "a-long-operator-token-0123456789"}).status_code == 429
+    finally:
+        gen.close()
