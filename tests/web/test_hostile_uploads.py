@@ -36,8 +36,8 @@ def png_bomb() -> bytes:
 
 
 def gif_bomb() -> bytes:
-    """A GIF whose screen and frame say 65535 x 65535."""
-    return b"GIF89a" + struct.pack("<HHBBB", 65535, 65535, 0, 0, 0) + b"," + struct.pack("<HHHHB", 0, 0, 65535, 65535, 0) + b"\x02\x02\x44\x01\x00;"
+    """A GIF with a 10 x 10 screen and a frame that says 65535 x 65535."""
+    return b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0) + b"," + struct.pack("<HHHHB", 0, 0, 65535, 65535, 0) + b"\x02\x02\x44\x01\x00;"
 
 
 def webp_bomb() -> bytes:
@@ -45,6 +45,26 @@ def webp_bomb() -> bytes:
     vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (16383).to_bytes(3, "little") + (16383).to_bytes(3, "little")
     body = b"WEBP" + vp8x
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def header_bomb(fmt: str) -> bytes:
+    """A small real JPEG, BMP or TIFF whose header is rewritten to say 60000 x 50000."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(out, fmt)
+    data = bytearray(out.getvalue())
+    if fmt == "JPEG":
+        at = data.find(b"\xff\xc0")
+        data[at + 5 : at + 9] = struct.pack(">HH", 50000, 60000)
+    elif fmt == "BMP":
+        data[18:26] = struct.pack("<ii", 60000, 50000)
+    else:  # TIFF, little-endian: the width and length tags of the first directory
+        directory = struct.unpack("<I", data[4:8])[0]
+        for k in range(struct.unpack("<H", data[directory : directory + 2])[0]):
+            entry = directory + 2 + 12 * k
+            tag, kind = struct.unpack("<HH", data[entry : entry + 4])
+            if tag in (256, 257):
+                data[entry + 8 : entry + 12] = struct.pack("<H", 60000) + b"\0\0" if kind == 3 else struct.pack("<I", 60000)
+    return bytes(data)
 
 
 def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -65,6 +85,9 @@ HOSTILE: dict[str, tuple[bytes, str, str, int]] = {
     "png-bomb": (png_bomb(), "a.png", "image/png", 413),
     "gif-bomb": (gif_bomb(), "a.gif", "image/gif", 413),
     "webp-bomb": (webp_bomb(), "a.webp", "image/webp", 413),
+    "jpeg-bomb": (header_bomb("JPEG"), "a.jpg", "image/jpeg", 413),
+    "bmp-bomb": (header_bomb("BMP"), "a.bmp", "image/bmp", 413),
+    "tiff-bomb": (header_bomb("TIFF"), "a.tif", "image/tiff", 413),
     "truncated-jpeg": (jpeg()[:300], "a.jpg", "image/jpeg", 422),
     "corrupt-png": (png_bomb()[:33] + b"\x00garbage" * 10, "a.png", "image/png", 422),
     "html-named-jpg": (b"<html><script>alert(1)</script></html>", "a.jpg", "image/jpeg", 422),
