@@ -33,6 +33,7 @@ LEASE_SECONDS = 4
 def test_a_worker_killed_mid_painting_leaves_a_job_another_worker_completes_once(
     tmp_path: Path, models_dir: Path, content_dir: Path, style_dir: Path
 ) -> None:
+    server_url = postgres_server()  # fails (or skips) before anything is started
     s3 = PolicyEnforcingMotoServer(ip_address="127.0.0.1", port=free_port(), secret_access_key=SECRET)
     s3.start()
     endpoint = "http://{}:{}".format(*s3.get_host_and_port())
@@ -40,7 +41,7 @@ def test_a_worker_killed_mid_painting_leaves_a_job_another_worker_completes_once
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET).create_bucket(Bucket=bucket)
     inbox, smtp, smtp_port = smtp_server()
     workers: list[Process] = []
-    with scratch_database(postgres_server(), prefix="atelier_fault") as database_url:
+    with scratch_database(server_url, prefix="atelier_fault") as database_url:
         env = base_env(
             models_dir,
             ATELIER_STYLES_DIR=str(tmp_path / "styles"),
