@@ -168,3 +168,28 @@ def test_admin_sign_in_attempts_are_limited_per_address(tmp_path: Path, models_d
         assert client.post("/admin/login", data={"csrf_token": token, "token": "a-long-operator-token-0123456789"}).status_code == 429
     finally:
         gen.close()
+
+
+def test_a_client_over_its_limit_is_refused_before_sending_its_file(tmp_path: Path, models_dir: Path, photo_bytes: bytes) -> None:
+    import socket
+
+    from service_fixtures import free_port
+    from web_fixtures import LiveServer
+
+    settings = make_settings(tmp_path, models_dir, rate_limit_uploads_per_ip=1)
+    services = Services.open(settings, public_url="http://127.0.0.1")
+    port = free_port()
+    try:
+        with LiveServer(create_app(services=services, workers=0, mail=False), port):
+            import httpx
+
+            first = httpx.post(f"http://127.0.0.1:{port}/api/v1/uploads", files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
+            assert first.status_code == 201
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                # 20 MB announced, none of it sent: the answer comes anyway.
+                sock.sendall(b"POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 20000000\r\n\r\n")
+                sock.settimeout(10)
+                head = sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 429") and b"retry-after" in head.lower()
+    finally:
+        services.close()

@@ -145,6 +145,8 @@ def create_app(
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost first: metrics see every request, headers go on every answer.
+    # Inner to outer: the address's rate limit, then the body's size, both before the body is read.
+    app.add_middleware(security.AddressLimits)
     app.add_middleware(BodyLimit, limit_for=body_limit_for(settings))
     app.add_middleware(
         SecurityHeaders,

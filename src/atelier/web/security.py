@@ -14,7 +14,9 @@ check (captcha) and the rate limits, and how their refusals are answered.
 * **Captcha**: see :mod:`atelier.service.captcha`. A solved challenge gives the browser a signed
   ``atelier_human`` cookie, bound to its address, for ATELIER_CAPTCHA_PASS_MINUTES, so the
   instant page's several uploads need one challenge, not one each.
-* **Rate limits**: see :mod:`atelier.service.ratelimit`.
+* **Rate limits**: see :mod:`atelier.service.ratelimit`. Per address they are counted by
+  :class:`AddressLimits` before the body is read; per email (it is in the form) by the commission
+  routes' dependency.
 
 Refusals answer JSON (``{"error": ...}``) on the API and a short page in the page's language on
 the pages, with the right status (403, 413, 429 with ``Retry-After``, 503).
@@ -39,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier.service import i18n
 from atelier.service.captcha import GENERIC_FIELD, HEADER, Captcha, CaptchaError, CaptchaUnavailableError
@@ -315,16 +317,14 @@ async def _limit(request: Request, scope: str, kind: str, value: str, limit: int
 
 
 async def upload_guard(request: Request) -> None:
-    """A dependency of every route that takes a file: the address's upload limit, the captcha."""
-    settings = request.app.state.settings
-    await _limit(request, "upload", "ip", client_ip(request), settings.rate_limit_uploads_per_ip)
+    """A dependency of every route that takes a file: the captcha (the address's limit was
+    counted by :class:`AddressLimits` before the body came in)."""
     await check_captcha(request)
 
 
 async def commission_guard(request: Request) -> None:
-    """A dependency of the commission routes: limits per address and per email, the captcha."""
+    """A dependency of the commission routes: the limit per email (it is in the form), the captcha."""
     settings = request.app.state.settings
-    await _limit(request, "commission", "ip", client_ip(request), settings.rate_limit_commissions_per_ip)
     form = await request.form(**FORM_LIMITS)
     email = form.get("email")
     if isinstance(email, str) and email.strip():
@@ -332,7 +332,34 @@ async def commission_guard(request: Request) -> None:
     await check_captcha(request)
 
 
-async def admin_login_guard(request: Request) -> None:
-    """A dependency of the operator's sign-in: guessing the token is slow."""
-    settings = request.app.state.settings
-    await _limit(request, "admin_login", "ip", client_ip(request), settings.rate_limit_admin_logins_per_ip)
+# The POST routes limited per address, and the setting that says how many per window.
+_ADDRESS_LIMITS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(r"^(/api/v1/(uploads|uploads/presign|stylize|videos)|/[a-z]{2}/instant)/?$"), "upload", "rate_limit_uploads_per_ip"),
+    (re.compile(r"^(/api/v1/artworks|/[a-z]{2}/commission)/?$"), "commission", "rate_limit_commissions_per_ip"),
+    (re.compile(r"^/admin/login/?$"), "admin_login", "rate_limit_admin_logins_per_ip"),
+)
+
+
+class AddressLimits:
+    """ASGI middleware: counts a POST to a limited route against its client's address *before*
+    its body is read, so a client over its limit is answered 429 without sending its files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope.get("path", "")
+            for pattern, name, setting in _ADDRESS_LIMITS:
+                if pattern.match(path):
+                    request = Request(scope, receive)
+                    limit = getattr(request.app.state.settings, setting)
+                    try:
+                        await _limit(request, name, "ip", client_ip(request), limit)
+                    except Refusal as refusal:
+                        response = refusal_response(request, refusal)
+                        response.headers["Connection"] = "close"  # the body is never read
+                        await response(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
