@@ -38,3 +38,20 @@ def test_a_row_carries_its_baseline_and_figures_in_json() -> None:
     assert data["baseline_seconds"] == 1.0
     assert data["figures"] == {"cpu_seconds": 0.9}
     assert data["per_second"] == 2.0
+
+
+def test_a_peak_is_the_works_own_not_an_earlier_ones() -> None:
+    import torch
+
+    from atelier.runtime import tune_allocator
+
+    tune_allocator()  # as the CLI: glibc keeps freed memory unless the bench trims it
+
+    def big() -> float:
+        return float(torch.ones(100_000_000)[0])  # 400 MB
+
+    def small() -> float:
+        return float(torch.ones(2_500_000)[0])  # 10 MB
+
+    times = compare({"big": big, "small": small}, repeat=1, warmup=0)
+    assert times["big"].peak_mb - times["small"].peak_mb > 300

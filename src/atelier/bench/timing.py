@@ -53,8 +53,37 @@ class Row:
         }
 
 
+def trim_heap() -> None:
+    """Hand the memory glibc keeps after ``free`` back to the kernel (``malloc_trim(0)``).
+
+    The CLI tells glibc to keep freed memory (see :mod:`atelier.runtime`), so without this the
+    resident memory after one measurement stays at that measurement's peak and the next one's
+    "peak" would be an earlier figure; with it, a peak is live memory (weights, torch, caches)
+    plus what the measured work itself needed.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks stay process high-water marks
+        pass
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark of this process's resident memory (Linux 4.0+)."""
+    """Reset the kernel's high-water mark of this process's resident memory (Linux 4.0+), after
+    handing freed heap memory back (:func:`trim_heap`)."""
+    trim_heap()
     try:
         _CLEAR_REFS.write_text("5")
         return True
