@@ -108,6 +108,7 @@ def test_the_service_bench_reports_p50_p99_and_images_per_second_for_each_client
         assert 0 < row.figures["p50_ms"] <= row.figures["p99_ms"]
         assert row.figures["images_per_s"] == pytest.approx(row.per_second)
         assert row.figures["mean_batch"] >= 1
+        assert row.peak_mb is not None and row.peak_mb > 100  # the server process: torch and the weights
     assert "vs 1 client" in rows[1].ratios
 
 

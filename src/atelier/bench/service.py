@@ -86,8 +86,10 @@ def running_server(
     max_size: int,
     device: str = "cpu",
     threads: int = 0,
+    info: dict[str, int] | None = None,
 ) -> Iterator[str]:
-    """``atelier serve`` on a free port and a temporary data dir; its base URL."""
+    """``atelier serve`` on a free port and a temporary data dir; its base URL. ``info`` (when
+    given) gets the server's process id under ``"pid"``."""
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as data:
@@ -114,6 +116,8 @@ def running_server(
                 stderr=subprocess.STDOUT,
             )
             base = f"http://127.0.0.1:{port}"
+            if info is not None:
+                info["pid"] = process.pid
             try:
                 deadline = time.monotonic() + 120
                 while True:
@@ -228,6 +232,17 @@ def run_load(
     return result
 
 
+def _peak_rss_of(pid: int) -> float | None:
+    """The server process's resident-memory high-water mark so far (MiB), or None off Linux."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _batch_totals(base: str) -> dict[str, float]:
     """Batches the server painted and the images in them (over its recent window of 1000
     batches): the difference of two readings is what one load run did, so that runs can share a
@@ -283,7 +298,9 @@ def bench_service(
     the throughput (images/s) and the latency percentiles (p50, p99) the clients saw.
 
     The runs of one mode share a server (one start per mode, the client counts in turn); each
-    run's mean batch size is its own (from the server's counts before and after). Ratios: batched
+    run's mean batch size is its own (from the server's counts before and after); its peak
+    memory is the server process's high-water mark at the end of the run (so far, in that
+    server). Ratios: batched
     against one at a time with as many clients, and N clients against 1 client in the same mode.
     """
     counts = [clients] if isinstance(clients, int) else list(clients)
@@ -312,11 +329,13 @@ def bench_service(
         for mode in modes:
             cap, window = (1, 0.0) if mode == "one at a time" else (batch_max, window_ms)
             single: float | None = None  # images/s of 1 client in this mode
-            with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads) as base:
-                results = {
-                    count: run_load(base, clients=count, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
-                    for count in counts
-                }
+            server: dict[str, int] = {}
+            results: dict[int, LoadResult] = {}
+            peaks: dict[int, float | None] = {}
+            with running_server(models_dir=models_dir, batch_max=cap, window_ms=window, max_size=size, device=device, threads=threads, info=server) as base:
+                for count in counts:
+                    results[count] = run_load(base, clients=count, seconds=seconds, kind=kind, width=width, height=height, engine=engine)
+                    peaks[count] = _peak_rss_of(server["pid"])
             for count, result in results.items():
                 ratios = {}
                 if mode == "one at a time":
@@ -343,4 +362,5 @@ def bench_service(
                     ratios=ratios,
                     note=note,
                     figures=figures,
+                    peak_mb=peaks[count],
                 )
