@@ -76,6 +76,9 @@ def test_when_the_job_cannot_be_recorded_neither_is_the_artwork(
     with pytest.raises(RuntimeError):
         _order(services, photo)
     assert _count(services, Artwork) == 0 and _count(services, Job) == 0
+    # The photo stored just before stays temporary: reconcile expires it, nothing keeps it.
+    with transaction(services.engine, read_only=True) as session:
+        assert [u.temporary for u in session.scalars(select(Upload))] == [True]
 
 
 def test_a_second_order_waits_behind_the_first(services: Services, photo: bytes) -> None:

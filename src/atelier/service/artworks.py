@@ -34,9 +34,9 @@ from atelier.art.progress import Progress, ProgressCallback
 from atelier.service import i18n
 from atelier.service.context import Services
 from atelier.service.mail import queue_mail
-from atelier.service.uploads import get_upload, keep_upload, load_image, store_upload
+from atelier.service.uploads import get_upload, load_image, store_upload
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
-from atelier.store.db import Artwork, JobStatus, transaction, utcnow
+from atelier.store.db import Artwork, JobStatus, Upload, transaction, utcnow
 from atelier.store.queue import enqueue
 
 if TYPE_CHECKING:
@@ -150,14 +150,21 @@ def order_artwork(
     if (content is None) == (content_id is None):
         raise OrderError("send one photo")
     if content is not None:
-        upload, _ = store_upload(services, content, kind="content", temporary=False)
+        # Temporary until the artwork is recorded: if that fails (the database goes away
+        # between the two), the photo is one reconcile expires, not a kept orphan.
+        upload, _ = store_upload(services, content, kind="content", temporary=True)
     else:
         assert content_id is not None
         upload = get_upload(services, content_id)
         if upload.kind != "content" or not upload.sha256:
             raise OrderError("that upload is not a photo")
-        keep_upload(services, upload.id)
     with transaction(services.engine) as session:
+        # Kept for good in the same transaction as the artwork that needs it.
+        kept = session.get(Upload, upload.id)
+        if kept is None:
+            raise OrderError("that photo is gone; send it again")
+        kept.temporary = False
+        kept.expires_at = None
         artwork = Artwork(
             owner_email=email,
             locale=locale,
