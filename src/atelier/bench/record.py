@@ -9,7 +9,8 @@ What is measured (the default :data:`FULL` plan; :data:`QUICK` is the same at to
   random weights in the official layout (speed does not depend on the values).
 * ``filter``: candy at 512 and 1024 px against pytorch/examples' TransformerNet.
 * ``gatys``: one L-BFGS iteration at 256 and 512 px against the neural-style-pt loop
-  (:mod:`atelier.bench.gatys`), and the machine's compute floor.
+  (:mod:`atelier.bench.gatys`), the machine's compute floor, and the peak memory of a pass at
+  the largest size (4:3), each engine in a fresh process.
 * ``microast``: 512, 1024 and 3415x2160 against the official test forward. The ultra-resolution
   pair runs once each in a fresh child process, so that each peak memory is its own.
 * ``waifu2x``: upconv_7_photo 2x, input megapixels per second (no textbook baseline: the
@@ -185,18 +186,25 @@ def _filter(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
 
 
 def _gatys(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
+    """Seconds per iteration beside the textbook loop's (alternating blocks in this process),
+    then the peak memory of a pass at the largest size, each engine in a fresh process."""
     from atelier.bench.gatys import bench_gatys
 
-    textbook: float | None = None
+    textbook: Row | None = None
     for row in bench_gatys(
         sizes=plan.gatys, optimizers=("lbfgs",), iterations=plan.gatys_iterations, rounds=plan.gatys_rounds,
-        memory_size=0, backends=("auto",), device=loader.device,
+        memory_size=max(plan.gatys), memory_iterations=2, backends=("auto",), device=loader.device,
     ):  # fmt: skip
         if row.name.startswith("textbook"):
-            textbook = row.seconds
+            textbook = row
             continue
         if row.name.startswith("atelier") and textbook is not None:
-            row = replace(row, baseline_seconds=textbook, ratios={"vs baseline": textbook / row.seconds} | row.ratios)
+            row = replace(
+                row,
+                baseline_seconds=textbook.seconds,
+                ratios={"vs baseline": textbook.seconds / row.seconds} | row.ratios,
+                figures=row.figures | ({"baseline_peak_mb": textbook.peak_mb} if textbook.peak_mb is not None else {}),
+            )
             row.note = f"vs neural-style-pt loop; {row.note}"
         yield row
 
