@@ -114,6 +114,9 @@ def _row(group: str, name: str, ours: Timed, baseline: Timed | None, *, params: 
         figures["gpu_peak_mb"] = ours.gpu_peak_mb
     if baseline is not None:
         ratios["vs baseline"] = baseline.seconds / ours.seconds
+        if ours.cpu_seconds > 0:
+            # CPU time of all this process's threads: steadier than wall time on a shared machine.
+            ratios["CPU time vs baseline"] = baseline.cpu_seconds / ours.cpu_seconds
         figures |= {
             "baseline_cpu_seconds": baseline.cpu_seconds,
             "baseline_peak_mb": baseline.peak_mb,
