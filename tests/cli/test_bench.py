@@ -83,7 +83,7 @@ def test_device_cuda_without_a_gpu_is_refused_in_one_line(group: str) -> None:
     assert len(lines) == 1 and "cuda" in lines[0].lower(), result.output
 
 
-@pytest.mark.parametrize("group", ["record", "engines", "gatys", "service", "video", "queue"])
+@pytest.mark.parametrize("group", ["record", "engines", "gatys", "service", "video", "queue", "load"])
 def test_every_group_speaks_json(group: str) -> None:
     result = runner.invoke(app, ["bench", group, "--help"])
     assert result.exit_code == 0
