@@ -126,3 +126,14 @@ def test_bare_atelier_bench_runs_the_whole_record(monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(app, ["bench"])
     assert result.exit_code == 0, result.output
     assert asked == {"plan": record.FULL, "groups": list(GROUPS)}
+
+
+def test_the_record_prints_a_markdown_table_for_the_docs() -> None:
+    result = runner.invoke(app, ["bench", "record", "--quick", "--groups", "filter", "--markdown"])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| group | what |")
+    assert len(table) == 3  # header, rule, the filter's row
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[:3] == ["filter", "filter (candy)", f"{QUICK.filter[0]}x{QUICK.filter[0]}"]
+    assert cells[7].endswith("x")  # wall / CPU ratios

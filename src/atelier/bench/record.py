@@ -356,3 +356,49 @@ def _video(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
                 items=plan.video_frames, unit="frame",
                 note="decode, paint, encode; temporal off; the product's batches vs textbook frame by frame",
             )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def markdown_table(rows: Sequence[Row] | Sequence[dict]) -> str:
+    """The record as a Markdown table (docs/PERFORMANCE.md): rows or their ``as_dict()``."""
+    lines = [
+        "| group | what | size | seconds | throughput | peak MiB | baseline s | vs baseline (wall / CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for item in rows:
+        row = item.as_dict() if isinstance(item, Row) else item
+        params = row["params"]
+        size = params.get("content") or params.get("input") or params.get("size") or ""
+        if row["group"] == "service":
+            size = f"{params.get('size', '')}, {params.get('clients')} client{'s' if params.get('clients', 1) != 1 else ''}"
+        seconds = row["seconds"]
+        if seconds != seconds:  # NaN: skipped
+            lines.append(f"| {row['group']} | {row['name']} | {size} | - | - | - | - | {row['note']} |")
+            continue
+        figures = row.get("figures") or {}
+        throughput = f"{row['per_second']:.2f} {row['unit']}/s"
+        if "input_megapixels_per_s" in figures:
+            throughput += f" ({figures['input_megapixels_per_s']:.3f} MP/s)"
+        if "p50_ms" in figures:
+            throughput += f", p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms"
+        ratios = row.get("ratios") or {}
+        if "vs baseline" in ratios:
+            versus = f"{ratios['vs baseline']:.2f}x"
+            if "CPU time vs baseline" in ratios:
+                versus += f" / {ratios['CPU time vs baseline']:.2f}x"
+        elif "vs 1 client" in ratios:
+            versus = f"{ratios['vs 1 client']:.2f}x vs 1 client"
+        else:
+            versus = "-"
+        peak = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:.0f}"
+        if figures.get("baseline_peak_mb") is not None and row.get("peak_mb") is not None:
+            peak += f" (baseline {figures['baseline_peak_mb']:.0f})"
+        baseline = "-" if row.get("baseline_seconds") is None else f"{row['baseline_seconds']:.3f}"
+        # A load run's seconds are its length; its figures are the throughput and latencies.
+        shown = f"{seconds:.1f} (run)" if row["group"] == "service" else f"{seconds:.3f}"
+        lines.append(
+            f"| {row['group']} | {row['name']} | {size} | {shown} | {throughput} | {peak} | {baseline} | {versus} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ def _default(ctx: typer.Context) -> None:
     """Without a group: the whole record (``atelier bench record``)."""
     if ctx.invoked_subcommand is None:
         # Called as a function, a typer command's defaults are OptionInfo objects: give them.
-        record(quick=False, groups="all", skip="", repeat=None, service_seconds=None, device=None, as_json=False, output=None)
+        record(quick=False, groups="all", skip="", repeat=None, service_seconds=None, device=None, as_json=False, markdown=False, output=None)
 
 
 @bench_app.command("record")
@@ -46,6 +46,7 @@ def record(
     service_seconds: float | None = typer.Option(None, "--service-seconds", min=0.5, help="Length of each instant-API load run (default 15 s)."),
     device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for docs/PERFORMANCE.md) instead of the terminal table."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Also write the record (machine, command, rows) to this JSON file."),
 ) -> None:
     """The issue #9 table in one run: every engine at its sizes against the textbook PyTorch
@@ -55,7 +56,7 @@ def record(
     import time
 
     from atelier.art.devices import resolve_device
-    from atelier.bench.record import FULL, GROUPS, QUICK, bench_record
+    from atelier.bench.record import FULL, GROUPS, QUICK, bench_record, markdown_table
     from atelier.service.engines import EngineLoader
 
     settings = get_settings()
@@ -75,7 +76,10 @@ def record(
         started = time.perf_counter()
         rows = list(_echo_json(bench_record(loader, plan=plan, groups=chosen, threads=settings.threads), as_json=as_json))
         elapsed = time.perf_counter() - started
-    if not as_json:
+    if markdown and not as_json:
+        typer.echo(f"Measured on {_machine(loader.device)}, torch {_torch_version()}, in {elapsed:.0f} s.\n")
+        typer.echo(markdown_table(rows), nl=False)
+    elif not as_json:
         emit(rows, as_json=False, title=f"Performance record on {_machine(loader.device)} ({elapsed:.0f} s)", progress=False)
     if output is not None:
         document = {
