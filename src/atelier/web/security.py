@@ -361,5 +361,9 @@ class AddressLimits:
                         response.headers["Connection"] = "close"  # the body is never read
                         await response(scope, receive, send)
                         return
+                    except Exception as exc:  # noqa: BLE001 - out here no handler turns it into a 503
+                        # The database is away: let the request through uncounted; the route
+                        # needs the database too and answers 503 with Retry-After itself.
+                        log.warning("rate limit not counted for %s: %s", path, str(exc).splitlines()[0] if str(exc) else exc)
                     break
         await self.app(scope, receive, send)
