@@ -276,6 +276,13 @@ class Settings(BaseSettings):
         "pages' forms) one client address may make per window; 0 for no limit. Counted in "
         "the database, so every web process shares the count.",
     )
+    rate_limit_paintings_per_ip: int = Field(
+        default=3000,
+        ge=0,
+        description="Pictures one client address may have the instant API paint from an uploaded "
+        "photo (GET /api/v1/stylize, what the instant page asks for on every style it shows) "
+        "per window; 0 for no limit.",
+    )
     rate_limit_commissions_per_ip: int = Field(
         default=30, ge=0, description="Commissions one client address may order per window; 0 for no limit."
     )

@@ -205,3 +205,15 @@ def test_a_database_outage_leaves_the_answer_to_the_route(limited: TestClient, p
         conn.execute(text("DROP TABLE rate_counters"))
     answer = limited.post("/api/v1/uploads", files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
     assert answer.status_code == 201
+
+
+def test_instant_paintings_are_limited_per_address(tmp_path: Path, models_dir: Path, photo_bytes: bytes) -> None:
+    settings = make_settings(tmp_path, models_dir, rate_limit_paintings_per_ip=2)
+    gen = app_client(settings)
+    client = next(gen)
+    try:
+        photo = client.post("/api/v1/uploads", files={"file": ("a.jpg", photo_bytes, "image/jpeg")}).json()["id"]
+        codes = [client.get("/api/v1/stylize", params={"content_id": photo, "style_name": "candy", "size": 64}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        gen.close()

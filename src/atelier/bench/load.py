@@ -219,6 +219,7 @@ def load_server(*, models_dir: Path, workers: int = 0, env: dict[str, str] | Non
                 "ATELIER_INSTANT_MAX_SIZE": "512",
                 "ATELIER_INSTANT_CACHE_MB": "64",
                 "ATELIER_RATE_LIMIT_UPLOADS_PER_IP": "0",
+                "ATELIER_RATE_LIMIT_PAINTINGS_PER_IP": "0",
                 "ATELIER_RATE_LIMIT_COMMISSIONS_PER_IP": "0",
                 "ATELIER_RATE_LIMIT_COMMISSIONS_PER_EMAIL": "0",
             }

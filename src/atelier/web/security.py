@@ -332,26 +332,28 @@ async def commission_guard(request: Request) -> None:
     await check_captcha(request)
 
 
-# The POST routes limited per address, and the setting that says how many per window.
-_ADDRESS_LIMITS: tuple[tuple[re.Pattern[str], str, str], ...] = (
-    (re.compile(r"^(/api/v1/(uploads|uploads/presign|stylize|videos)|/[a-z]{2}/instant)/?$"), "upload", "rate_limit_uploads_per_ip"),
-    (re.compile(r"^(/api/v1/artworks|/[a-z]{2}/commission)/?$"), "commission", "rate_limit_commissions_per_ip"),
-    (re.compile(r"^/admin/login/?$"), "admin_login", "rate_limit_admin_logins_per_ip"),
+# The routes limited per address (method, path), and the setting that says how many per window.
+_ADDRESS_LIMITS: tuple[tuple[str, re.Pattern[str], str, str], ...] = (
+    ("POST", re.compile(r"^(/api/v1/(uploads|uploads/presign|stylize|videos)|/[a-z]{2}/instant)/?$"), "upload", "rate_limit_uploads_per_ip"),
+    ("POST", re.compile(r"^(/api/v1/artworks|/[a-z]{2}/commission)/?$"), "commission", "rate_limit_commissions_per_ip"),
+    ("POST", re.compile(r"^/admin/login/?$"), "admin_login", "rate_limit_admin_logins_per_ip"),
+    # Painting costs CPU even without a file: the instant page's re-picks of a style.
+    ("GET", re.compile(r"^/api/v1/stylize/?$"), "paint", "rate_limit_paintings_per_ip"),
 )
 
 
 class AddressLimits:
-    """ASGI middleware: counts a POST to a limited route against its client's address *before*
+    """ASGI middleware: counts a request to a limited route against its client's address *before*
     its body is read, so a client over its limit is answered 429 without sending its files."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["method"] in ("POST", "GET"):
             path = scope.get("path", "")
-            for pattern, name, setting in _ADDRESS_LIMITS:
-                if pattern.match(path):
+            for method, pattern, name, setting in _ADDRESS_LIMITS:
+                if method == scope["method"] and pattern.match(path):
                     request = Request(scope, receive)
                     limit = getattr(request.app.state.settings, setting)
                     try:
