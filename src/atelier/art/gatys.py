@@ -424,9 +424,17 @@ class _PadConv(torch.autograd.Function):
 NNPACK_BAND_BYTES = 96 * 1024 * 1024
 #: Below this many pixels a layer runs on oneDNN instead: PyTorch has NNPACK transform the
 #: kernels on every call, which costs more than the transforms save on a small feature map
-#: (forward plus backward on these CPUs: 0.7-0.8x oneDNN's speed at 16x16, 1.2-1.8x at 32x32,
-#: 1.5-3.9x from 64x64 up).
+#: (forward plus backward on these CPUs, one thread: 0.7-0.8x oneDNN's speed at 16x16,
+#: 1.2x at 32x32, 1.1-1.3x from 64x64 up).
 NNPACK_MIN_PIXELS = 32 * 32
+#: The same with several threads: NNPACK splits a small layer's work worse than oneDNN
+#: (2 threads, fwd+bwd: 0.85-0.9x oneDNN's speed at 32x32).
+NNPACK_MIN_PIXELS_THREADED = 64 * 64
+#: ``auto`` with several threads runs a whole pass on oneDNN below this picture size. Measured
+#: per iteration (classic layers, L-BFGS, 2 threads, issue #9): at 256x256 oneDNN was 1.1-1.25x
+#: faster than NNPACK, at 512x512 NNPACK 1.07-1.13x faster than oneDNN; on one thread NNPACK
+#: wins at both (1.24x, 1.42x CPU time). The threshold sits between the two sizes measured.
+AUTO_NNPACK_MIN_PIXELS = 384 * 384
 
 
 def _nnpack_valid(
@@ -486,6 +494,7 @@ class _Conv:
     bias: torch.Tensor
     layout: torch.memory_format
     nnpack_weight: torch.Tensor | None = None  # NCHW, for NNPACK's forward pass
+    onednn_weight: torch.Tensor | None = None  # channels-last, when ``weight`` is not (auto)
     flipped: torch.Tensor | None = None  # flipped and transposed, for NNPACK's backward pass
     zeros: torch.Tensor | None = None
 
@@ -513,6 +522,8 @@ class _Features:
         pre = encoder.get_submodule("0")
         device = pre.weight.device
         self.backend = resolve_backend(backend, device)
+        # ``auto`` picks per pass between NNPACK and oneDNN (see AUTO_NNPACK_MIN_PIXELS).
+        self.auto = backend == "auto" and self.backend == "nnpack"
         # With NNPACK, the small late layers run on oneDNN: channels-last suits those.
         fmt = torch.contiguous_format if self.backend == "plain" else torch.channels_last
         self.memory_format = fmt
@@ -533,6 +544,8 @@ class _Features:
                     # only with many channels -- but in NCHW, which the NNPACK layer after it reads.
                     layout = torch.contiguous_format
                 step = _Conv(layer.index, weight.contiguous(memory_format=layout), bias.contiguous(), layout)
+                if layout != fmt:
+                    step = replace(step, onednn_weight=weight.contiguous(memory_format=fmt))
                 if self.backend == "nnpack" and layer.in_channels >= 16:
                     flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
                     step = replace(
@@ -547,15 +560,24 @@ class _Features:
         wanted = {layer_index(name): name for name in layers}
         stop = max(wanted)
         x = x.contiguous(memory_format=self.memory_format)
+        threaded = torch.get_num_threads() > 1
+        use_nnpack = self.backend == "nnpack" and not (
+            self.auto and threaded and x.shape[-2] * x.shape[-1] < AUTO_NNPACK_MIN_PIXELS
+        )
+        min_pixels = NNPACK_MIN_PIXELS_THREADED if threaded else NNPACK_MIN_PIXELS
         found: dict[str, torch.Tensor] = {}
         for kind, index, conv in self.steps:
             if index > stop:
                 break
             if conv is not None:
-                if conv.flipped is not None and x.shape[-2] * x.shape[-1] >= NNPACK_MIN_PIXELS:
+                if use_nnpack and conv.flipped is not None and x.shape[-2] * x.shape[-1] >= min_pixels:
                     x = _PadConv.apply(x.contiguous(), conv.nnpack_weight, conv.bias, conv.flipped, conv.zeros)
-                else:
+                elif use_nnpack or conv.onednn_weight is None:
                     x = _PadConv.apply(x.contiguous(memory_format=conv.layout), conv.weight, conv.bias, None, None)
+                else:  # conv1_1 of an auto pass that stays on oneDNN: channels-last throughout
+                    x = _PadConv.apply(
+                        x.contiguous(memory_format=self.memory_format), conv.onednn_weight, conv.bias, None, None
+                    )
             elif kind == "relu":
                 x = torch.relu(x) if (index - 1) in wanted else torch.relu_(x)
             else:
@@ -567,7 +589,9 @@ class _Features:
 
 def resolve_backend(backend: Backend, device: torch.device) -> Literal["nnpack", "onednn", "plain"]:
     """``auto``: NNPACK on a CPU that has it, channels-last oneDNN on other CPUs, and the plain
-    layout on GPUs (cuDNN picks its own algorithms)."""
+    layout on GPUs (cuDNN picks its own algorithms). With NNPACK, ``auto`` still runs passes
+    smaller than :data:`AUTO_NNPACK_MIN_PIXELS` on oneDNN when several threads share the work
+    (measured faster there); an explicit ``nnpack`` never does."""
     if backend == "auto":
         if device.type != "cpu":
             return "plain"
