@@ -504,7 +504,6 @@ class Receipt:
     provider: str | None
     sale_status: str | None
     paid_at: datetime | None
-    download_url: str | None
     download_expires_at: datetime | None
     downloads_left: int | None
 
@@ -519,13 +518,10 @@ def receipt(services: Services, public_id: str) -> Receipt | None:
         paid = [s for s in sales if s.status == "paid"]
         sale = paid[0] if paid else (sales[-1] if sales else None)
         left = None
-        url = None
         if artwork.status == ArtworkStatus.DELIVERED and artwork.hd_key:
             limit = artwork.download_limit or services.settings.download_max_count
-            left = max(0, limit - artwork.download_count)
             fresh = artwork.download_expires_at is None or artwork.download_expires_at > utcnow()
-            if left and fresh:
-                url = f"/d/{artwork.download_token}"
+            left = max(0, limit - artwork.download_count) if fresh else 0
         return Receipt(
             public_id=artwork.public_id,
             status=artwork.status,
@@ -536,7 +532,6 @@ def receipt(services: Services, public_id: str) -> Receipt | None:
             provider=sale.provider if sale else None,
             sale_status=sale.status if sale else None,
             paid_at=sale.paid_at if sale else None,
-            download_url=url,
             download_expires_at=artwork.download_expires_at,
             downloads_left=left,
         )

@@ -8,7 +8,7 @@ receipts and HD downloads.
   :func:`atelier.service.payments.handle_stripe_webhook`. Refused events answer 4xx (Stripe
   stops retrying); a database that is down answers 503 (Stripe retries, nothing is lost).
 * ``/{lang}/demo-checkout/{ref}``: the local demo provider (only without a Stripe key).
-* ``/{lang}/receipts/{artwork id}``: the state of the sale, and the download button once ready.
+* ``/{lang}/receipts/{artwork id}``: the state of the sale (the download link itself is only mailed).
 * ``GET /d/{token}``: the HD picture; 410 with a friendly page once expired or used up.
 """
 
@@ -242,7 +242,6 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         style_title=entry.title(locale) if entry is not None else view.style,
         amount=amount,
         demo=view.provider == payments.DEMO,
-        download_url=view.download_url,
         downloads_left=view.downloads_left,
         expires=view.download_expires_at.strftime("%Y-%m-%d %H:%M UTC") if view.download_expires_at else None,
     )
