@@ -26,14 +26,10 @@ _M_ARENA_MAX = -8
 _applied: dict[str, bool] = {}
 
 
-def tune_allocator() -> bool:
-    """Ask glibc to keep freed memory instead of returning it to the kernel. Idempotent.
-
-    Returns True when the setting took effect (glibc on Linux), False elsewhere. Set
-    ``ATELIER_KEEP_MALLOC_DEFAULTS=1`` to measure without it.
-    """
-    if "allocator" in _applied:
-        return _applied["allocator"]
+def _mallopt_once(name: str, *settings: tuple[int, int]) -> bool:
+    """Apply glibc ``mallopt`` settings once per process; True when every one took effect."""
+    if name in _applied:
+        return _applied[name]
     ok = False
     if sys.platform.startswith("linux") and os.environ.get("ATELIER_KEEP_MALLOC_DEFAULTS") != "1":
         try:
@@ -41,13 +37,22 @@ def tune_allocator() -> bool:
             mallopt = libc.mallopt
             mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
             mallopt.restype = ctypes.c_int
-            # Both calls return 1 on success.
-            ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
+            # mallopt returns 1 on success.
+            ok = all(mallopt(param, value) == 1 for param, value in settings)
         except (OSError, AttributeError) as exc:  # musl, or no libc by that name
             log.debug("mallopt not available: %s", exc)
-    _applied["allocator"] = ok
-    log.debug("allocator tuning %s", "applied" if ok else "not applied")
+    _applied[name] = ok
+    log.debug("%s tuning %s", name, "applied" if ok else "not applied")
     return ok
+
+
+def tune_allocator() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the kernel. Idempotent.
+
+    Returns True when the setting took effect (glibc on Linux), False elsewhere. Set
+    ``ATELIER_KEEP_MALLOC_DEFAULTS=1`` to measure without it.
+    """
+    return _mallopt_once("allocator", (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**30))
 
 
 def one_malloc_arena() -> bool:
@@ -62,19 +67,7 @@ def one_malloc_arena() -> bool:
     in ``atelier serve`` and ``atelier worker`` (MALLOC_ARENA_MAX=1 in the environment does the
     same). ``ATELIER_KEEP_MALLOC_DEFAULTS=1`` skips it.
     """
-    if "arena" in _applied:
-        return _applied["arena"]
-    ok = False
-    if sys.platform.startswith("linux") and os.environ.get("ATELIER_KEEP_MALLOC_DEFAULTS") != "1":
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-            libc.mallopt.restype = ctypes.c_int
-            ok = bool(libc.mallopt(_M_ARENA_MAX, 1))
-        except (OSError, AttributeError) as exc:
-            log.debug("mallopt not available: %s", exc)
-    _applied["arena"] = ok
-    return ok
+    return _mallopt_once("arena", (_M_ARENA_MAX, 1))
 
 
 def set_threads(threads: int) -> None:
