@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atelier.art.upconv import transposed_kernel, upsample_conv
+from atelier.art.upconv import cached_kernel, transposed_kernel, upsample_conv
 
 
 def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -43,3 +43,27 @@ def test_a_kernel_that_is_one_tap_moves_the_upsampled_picture() -> None:
 def test_refuses_a_kernel_that_is_not_3x3() -> None:
     with pytest.raises(ValueError, match="3x3"):
         transposed_kernel(torch.zeros(4, 4, 5, 5))
+
+
+def test_a_cached_kernel_follows_its_weight() -> None:
+    owner = torch.nn.Conv2d(4, 2, 3)
+    made: list[int] = []
+
+    def make(weight: torch.Tensor) -> torch.Tensor:
+        made.append(1)
+        return transposed_kernel(weight)
+
+    with torch.inference_mode():
+        first = cached_kernel(owner, "k", owner.weight, make)
+        again = cached_kernel(owner, "k", owner.weight, make)
+    assert again is first and len(made) == 1
+    with torch.no_grad():
+        owner.weight.mul_(2.0)  # a new version of the same storage
+    with torch.inference_mode():
+        changed = cached_kernel(owner, "k", owner.weight, make)
+    assert len(made) == 2
+    torch.testing.assert_close(changed, 2.0 * first)
+    # Outside inference mode nothing is kept: the kernel may join an autograd graph.
+    cached_kernel(owner, "k", owner.weight, make)
+    cached_kernel(owner, "k", owner.weight, make)
+    assert len(made) == 4

@@ -28,7 +28,7 @@ from atelier.art.blockconv import block_conv, block_kernel
 from atelier.art.errors import ImageError, ModelError
 from atelier.art.padding import crop_to, pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
-from atelier.art.upconv import transposed_kernel, upsample_conv
+from atelier.art.upconv import cached_kernel, transposed_kernel, upsample_conv
 from atelier.art.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class _UpsampleConvLayer(_ConvLayer):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = transposed_kernel(self.conv2d.weight).contiguous(memory_format=torch.channels_last)
+        kernel = cached_kernel(self, "transposed", self.conv2d.weight, _channels_last_transposed)
         return upsample_conv(x.contiguous(memory_format=torch.channels_last), kernel, self.conv2d.bias)
 
 
@@ -91,9 +91,17 @@ class _RGBConvLayer(_ConvLayer):
         if x.device.type != "cpu":
             return super().forward(x)
         padded = F.pad(x.contiguous(memory_format=torch.channels_last), (self.pad,) * 4, mode="reflect")
-        kernel = block_kernel(self.conv2d.weight, self.BLOCK).contiguous(memory_format=torch.channels_last)
+        kernel = cached_kernel(self, "blocks", self.conv2d.weight, _channels_last_blocks)
         size = self.conv2d.kernel_size[0]
         return block_conv(padded, kernel, self.conv2d.bias, block=self.BLOCK, size=size)
+
+
+def _channels_last_transposed(weight: torch.Tensor) -> torch.Tensor:
+    return transposed_kernel(weight).contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last_blocks(weight: torch.Tensor) -> torch.Tensor:
+    return block_kernel(weight, _RGBConvLayer.BLOCK).contiguous(memory_format=torch.channels_last)
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:

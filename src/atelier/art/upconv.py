@@ -21,6 +21,8 @@ rounding (about 1e-6 relative; ``tests/art/test_upconv.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +54,24 @@ def upsample_conv(
     """
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     return F.conv_transpose2d(padded, kernel, bias, stride=2, padding=3)
+
+
+def cached_kernel(
+    owner: torch.nn.Module, name: str, weight: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``make(weight)``, kept on ``owner`` between inference calls while the weight is unchanged.
+
+    Rebuilding the 4x4 kernels costs a few ms per call (a copy of every weight); a rewritten,
+    moved or re-typed weight has another version, address or type and gets a new kernel. Only
+    under ``torch.inference_mode``: a kernel made there cannot join an autograd graph.
+    """
+    if not torch.is_inference_mode_enabled():
+        return make(weight)
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    cache: dict[str, tuple[object, torch.Tensor]] = owner.__dict__.setdefault("_kernel_cache", {})
+    found = cache.get(name)
+    if found is not None and found[0] == key:
+        return found[1]
+    kernel = make(weight)
+    cache[name] = (key, kernel)
+    return kernel
