@@ -49,11 +49,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from atelier.art.blockconv import block_conv, block_kernel
 from atelier.art.color import coral
 from atelier.art.errors import ArtError, ImageError, ModelError
 from atelier.art.images import to_pil, to_tensor
 from atelier.art.padding import pad_to_multiple
 from atelier.art.progress import Progress, ProgressCallback
+from atelier.art.upconv import cached_kernel
 from atelier.art.weights import read_state_dict
 
 ImageLike: TypeAlias = torch.Tensor | Image.Image
@@ -105,18 +107,31 @@ class _Conv(nn.Module):
         # depthwise conv of the same size): run them as a depthwise conv over the inputs and
         # add the two halves of each group. Same sums, in another order.
         self.pairwise = groups > 1 and in_channels == 2 * groups and out_channels == groups
+        # The last 9x9 conv to RGB (three outputs) is another slow path: on CPUs it runs on
+        # 4x4 pixel blocks (atelier.art.blockconv; 2.5x faster here, the same sums).
+        self.blocked = groups == 1 and out_channels <= 4 and kernel_size >= 5 and stride == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, mode="reflect")
         x = x.contiguous(memory_format=torch.channels_last)
         conv = self.conv_layer
+        if self.blocked and x.device.type == "cpu":
+            kernel = cached_kernel(self, "blocks", conv.weight, _channels_last_blocks)
+            return block_conv(x, kernel, conv.bias, block=_BLOCK, size=conv.kernel_size[0])
         if not self.pairwise:
             return conv(x)
         depthwise = conv.weight.reshape(conv.in_channels, 1, *conv.kernel_size)
         depthwise = depthwise.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, depthwise, None, conv.stride, 0, 1, conv.in_channels)
         return torch.add(y[:, 0::2], y[:, 1::2]).add_(conv.bias.view(1, -1, 1, 1))
+
+
+_BLOCK = 4
+
+
+def _channels_last_blocks(weight: torch.Tensor) -> torch.Tensor:
+    return block_kernel(weight, _BLOCK).contiguous(memory_format=torch.channels_last)
 
 
 class _Residual(nn.Module):
