@@ -118,6 +118,7 @@ def measure(
     for _ in range(warmup):
         start = time.perf_counter()
         work()
+        _cuda_sync()
         first = time.perf_counter() - start
     if first is not None and first * repeat > budget_s:
         repeat = max(1, int(budget_s // max(first, 1e-9)))
@@ -126,6 +127,7 @@ def measure(
     for _ in range(repeat):
         start = time.perf_counter()
         work()
+        _cuda_sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), peak_rss_mb()
 

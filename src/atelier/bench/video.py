@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from atelier.art.devices import VIDEO_BATCH
 from atelier.art.errors import ModelError
 from atelier.bench.engines import STYLE_SIZE, synthetic_image
 from atelier.bench.timing import Row, measure
@@ -81,7 +82,7 @@ def bench_video(
     size: int | None = 640,
     frames: int = 48,
     engines: Sequence[str] = DEFAULT_ENGINES,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     repeat: int = 1,
 ) -> Iterator[Row]:
     """Frames/s of each engine on the first ``frames`` frames of ``clip`` at ``size`` (longest
@@ -115,6 +116,7 @@ def bench_video(
                     temporal=temporal,
                     measure_flicker=measure_flicker,
                     batch_size=batch_size,
+                    device=loader.device,
                 )
                 reports.append(report)
                 return report
@@ -129,7 +131,7 @@ def bench_video(
             "clip": label,
             "size": f"{identity_report.width}x{identity_report.height}",
             "frames": identity_report.painted,
-            "batch": batch_size,
+            "batch": batch_size or VIDEO_BATCH[loader.device.type][0],
             "device": str(loader.device),
         }
         yield Row(
