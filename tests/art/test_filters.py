@@ -136,3 +136,67 @@ def test_files_of_another_kind_are_refused_with_a_clear_message(models_dir: Path
 def test_tiny_images_are_refused(candy: FilterNet) -> None:
     with pytest.raises(ImageError):
         candy.stylize(torch.rand(1, 3, 6, 40))
+
+
+class _ReferenceConv(torch.nn.Module):
+    """pytorch/examples fast_neural_style ConvLayer / UpsampleConvLayer, as published."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, upsample: int | None = None) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.reflection_pad = torch.nn.ReflectionPad2d(kernel // 2)
+        self.conv2d = torch.nn.Conv2d(c_in, c_out, kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = torch.nn.functional.interpolate(x, mode="nearest", scale_factor=self.upsample)
+        return self.conv2d(self.reflection_pad(x))
+
+
+class _ReferenceResidual(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = _ReferenceConv(128, 128, 3, 1)
+        self.in1 = torch.nn.InstanceNorm2d(128, affine=True)
+        self.conv2 = _ReferenceConv(128, 128, 3, 1)
+        self.in2 = torch.nn.InstanceNorm2d(128, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.in2(self.conv2(torch.relu(self.in1(self.conv1(x)))))
+
+
+class _ReferenceTransformerNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        norm = lambda c: torch.nn.InstanceNorm2d(c, affine=True)  # noqa: E731
+        self.conv1, self.in1 = _ReferenceConv(3, 32, 9, 1), norm(32)
+        self.conv2, self.in2 = _ReferenceConv(32, 64, 3, 2), norm(64)
+        self.conv3, self.in3 = _ReferenceConv(64, 128, 3, 2), norm(128)
+        self.res1, self.res2, self.res3, self.res4, self.res5 = (_ReferenceResidual() for _ in range(5))
+        self.deconv1, self.in4 = _ReferenceConv(128, 64, 3, 1, upsample=2), norm(64)
+        self.deconv2, self.in5 = _ReferenceConv(64, 32, 3, 1, upsample=2), norm(32)
+        self.deconv3 = _ReferenceConv(32, 3, 9, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.in1(self.conv1(x)))
+        y = torch.relu(self.in2(self.conv2(y)))
+        y = torch.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = torch.relu(self.in4(self.deconv1(y)))
+        y = torch.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+def test_the_network_computes_what_pytorch_examples_transformer_net_does(
+    candy: FilterNet, photo: torch.Tensor
+) -> None:
+    # The upsampling convs run as transposed convs and the last 9x9 conv on pixel blocks
+    # (issue #9): other sums in another order, so equal to float32 rounding, not bit for bit.
+    reference = _ReferenceTransformerNet().eval()
+    reference.load_state_dict(candy.state_dict(), strict=True)
+    x = photo[..., :96, :120] * 255.0
+    with torch.no_grad():
+        expected = reference(x)
+        ours = candy(x)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
