@@ -48,7 +48,7 @@ def test_a_quick_record_prints_one_json_row_per_figure_each_beside_its_baseline(
         assert set(row) == ROW_KEYS
         assert row["seconds"] > 0 and row["peak_mb"] > 0
         assert row["figures"]["cpu_seconds"] >= 0
-    for row in rows[:3]:
+    for row in rows:
         assert row["baseline_seconds"] > 0
         assert row["ratios"]["vs baseline"] == pytest.approx(row["baseline_seconds"] / row["seconds"])
     assert rows[0]["params"]["content"] == f"{QUICK.adain[0]}x{QUICK.adain[0]}"

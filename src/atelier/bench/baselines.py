@@ -18,6 +18,7 @@ names), so both sides compute the same picture; tests check that they agree.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -298,3 +299,44 @@ class TextbookMicroAST:
             content_feats = self.content_encoder(content)
             filters = self.modulator(style_feats)
             return self.decoder(content_feats, style_feats, filters, alpha).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- waifu2x
+
+
+class TextbookUpConv7:
+    """waifu2x's upconv_7 as a plain ``nn.Sequential`` (the network of nagadomi's waifu2x /
+    nunif ``UpConv7``): six valid 3x3 convs with LeakyReLU(0.1), then a 4x4 stride-2
+    ``ConvTranspose2d``; the whole image at once, replicate-padded by 7 pixels, under
+    ``torch.no_grad()``. Weights are read from the same ncnn files as :class:`Upscaler`."""
+
+    def __init__(self, param: Path, bin: Path, *, device: torch.device | str = "cpu") -> None:
+        from atelier.art.ncnn_format import read_param, read_weights
+
+        layers = [layer for layer in read_param(param) if layer.type in ("Convolution", "Deconvolution")]
+        weights = read_weights(read_param(param), bin.read_bytes())
+        modules: list[nn.Module] = []
+        channels = 3
+        for layer in layers:
+            out = layer.int_param(0, 0)
+            kernel = layer.int_param(1, 0)
+            raw = weights[layer.name]
+            if layer.type == "Convolution":
+                conv: nn.Module = nn.Conv2d(channels, out, kernel)
+                conv.weight.data.copy_(torch.from_numpy(raw["weight"]).view(out, channels, kernel, kernel))
+                modules += [conv, nn.LeakyReLU(0.1, inplace=True)]
+            else:
+                stride, pad = layer.int_param(3, 1), layer.int_param(4, 0)
+                conv = nn.ConvTranspose2d(channels, out, kernel, stride, pad)
+                # ncnn keeps deconvolution weights [out][in][kh][kw]; PyTorch wants [in][out].
+                conv.weight.data.copy_(torch.from_numpy(raw["weight"]).view(out, channels, kernel, kernel).transpose(0, 1))
+                modules.append(conv)
+            conv.bias.data.copy_(torch.from_numpy(raw["bias"]))
+            channels = out
+        self.net = nn.Sequential(*modules).eval().to(device)
+        self.device = torch.device(device)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            padded = F.pad(image.to(self.device), (7, 7, 7, 7), mode="replicate")
+            return self.net(padded).clamp(0, 1)

@@ -13,8 +13,9 @@ What is measured (the default :data:`FULL` plan; :data:`QUICK` is the same at to
   the largest size (4:3), each engine in a fresh process.
 * ``microast``: 512, 1024 and 3415x2160 against the official test forward. The ultra-resolution
   pair runs once each in a fresh child process, so that each peak memory is its own.
-* ``waifu2x``: upconv_7_photo 2x, input megapixels per second (no textbook baseline: the
-  reference implementation is ncnn's C++ runtime, not PyTorch).
+* ``waifu2x``: upconv_7_photo 2x, input megapixels per second, against upconv_7 written as a
+  plain ``nn.Sequential`` (convs, LeakyReLU, ``ConvTranspose2d``) on the whole image (the
+  reference runtime itself is ncnn's C++).
 * ``service``: the instant API with 1 and 8 concurrent clients (new photo each time,
   micro-batched as the product serves): images/s, p50 and p99 latency.
 * ``video``: frames/s painting a 640x360 clip (decode, paint, encode; temporal consistency off)
@@ -285,15 +286,19 @@ def _microast_child(which: str, height: int, width: int, models_dir: str, device
 
 
 def _waifu2x(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
-    from atelier.art.upscale import Upscaler
+    from atelier.art.upscale import DEFAULT_NOISE, Upscaler, model_files
+    from atelier.bench.baselines import TextbookUpConv7
 
-    upscaler = Upscaler.load("upconv_7_photo", models_dir=loader.models_dir, device=loader.device)
+    upscaler = Upscaler.load("upconv_7_photo", noise=DEFAULT_NOISE, models_dir=loader.models_dir, device=loader.device)
+    textbook = TextbookUpConv7(
+        *model_files("upconv_7_photo", noise=DEFAULT_NOISE, scale=2, models_dir=loader.models_dir), device=loader.device
+    )
     height, width = plan.waifu2x
     image = synthetic_image(height, width)
-    times = compare({"atelier": lambda: upscaler.upscale(image)}, repeat=plan.repeat)
-    row = _row("waifu2x", "waifu2x upconv_7_photo 2x", times["atelier"], None,
+    times = compare({"atelier": lambda: upscaler.upscale(image), "textbook": lambda: textbook(image)}, repeat=plan.repeat)
+    row = _row("waifu2x", "waifu2x upconv_7_photo 2x", times["atelier"], times["textbook"],
                params={"input": f"{width}x{height}", "device": str(loader.device)},
-               note="no PyTorch baseline (the reference runtime is ncnn)")  # fmt: skip
+               note="vs upconv_7 as a plain nn.Sequential with ConvTranspose2d, whole image")  # fmt: skip
     row.figures["input_megapixels_per_s"] = width * height / 1e6 / times["atelier"].seconds
     yield row
 
