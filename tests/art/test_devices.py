@@ -88,6 +88,25 @@ def test_video_batches_are_bigger_on_a_gpu_than_on_the_cpu() -> None:
     assert cpu_pixels // (640 * 360) >= cpu_frames  # 640x360 runs in full batches on the CPU
 
 
+def test_the_autocast_wrapper_is_the_engine_with_half_precision_painting(models_dir: Path) -> None:
+    # The wrapper the loader puts around CUDA engines, exercised with CPU autocast (bfloat16):
+    # everything but the painting methods is the engine's, and results come back as float32.
+    from atelier.art.engine import StyleEngine
+
+    engine = EngineLoader(models_dir=models_dir, device=torch.device("cpu")).style_engine("adain", weights="ust-conv3_1")
+    wrapped = Autocast(engine, torch.bfloat16, device_type="cpu")
+    assert isinstance(wrapped, StyleEngine)
+    assert wrapped.wrapped is engine and wrapped.level == engine.level and wrapped.device == engine.device
+    photo, style = synthetic_image(64, 80, seed=5), synthetic_image(64, 64, seed=6)
+    with torch.inference_mode():
+        features = wrapped.encode_content(photo)
+        out = wrapped.decode(features, [wrapped.encode_style(style)])
+        reference = engine.decode(engine.encode_content(photo), [engine.encode_style(style)])
+    assert features.features.dtype == torch.bfloat16  # cached features take half the memory
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert 30.0 <= psnr(out, reference) < math.inf  # painted in bf16: close, not identical
+
+
 # ----------------------------------------------------------------------------- with a GPU
 
 

@@ -109,9 +109,12 @@ class Autocast:
 
     METHODS = frozenset({"encode_content", "encode_style", "decode", "stylize"})
 
-    def __init__(self, engine: Any, dtype: torch.dtype) -> None:
+    def __init__(self, engine: Any, dtype: torch.dtype, *, device_type: str = "cuda") -> None:
+        # device_type="cpu" (CPU autocast to bfloat16) exists for tests of this wrapper on
+        # machines without a GPU; the product only wraps CUDA engines.
         self._engine = engine
         self._dtype = dtype
+        self._device_type = device_type
 
     @property
     def wrapped(self) -> Any:
@@ -131,7 +134,7 @@ class Autocast:
     def _autocasting(self, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with torch.autocast(device_type="cuda", dtype=self._dtype):
+            with torch.autocast(device_type=self._device_type, dtype=self._dtype):
                 result = method(*args, **kwargs)
             if isinstance(result, torch.Tensor) and result.is_floating_point() and result.dtype != torch.float32:
                 return result.float()
