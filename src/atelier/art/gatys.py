@@ -18,10 +18,10 @@ encoder's, as the authors' code) rather than the paper's average pooling, and re
 (AdaIN's layout) rather than zero padding.
 
 Speed (``atelier bench gatys`` measures it against the textbook loop in the same process):
-nearly all the time goes to the 3x3 convolutions, forward and back to the pixels, so the large
-layers run on NNPACK's Winograd/FFT convolutions (fewer multiplications for the same sums; the
-backward pass is a forward convolution with the flipped kernel), the small late ones on oneDNN
-with channels-last activations. Besides: only the layers up to the deepest one a pass uses are
+nearly all the time goes to the 3x3 convolutions, forward and back to the pixels. They run on
+oneDNN with channels-last activations; on one thread the large layers run on NNPACK's
+Winograd/FFT convolutions instead (fewer multiplications for the same sums; the backward pass is
+a forward convolution with the flipped kernel), which on two threads measured slower. Besides: only the layers up to the deepest one a pass uses are
 run; the 1x1 colour-conversion layer is folded into conv1_1; ReLUs run in place where autograd
 allows; pads and pools keep less for the backward pass; targets are computed once per pass
 under ``no_grad``; each style layer's loss and its gradient are one fused autograd function
@@ -427,14 +427,11 @@ NNPACK_BAND_BYTES = 96 * 1024 * 1024
 #: (forward plus backward on these CPUs, one thread: 0.7-0.8x oneDNN's speed at 16x16,
 #: 1.2x at 32x32, 1.1-1.3x from 64x64 up).
 NNPACK_MIN_PIXELS = 32 * 32
-#: The same with several threads: NNPACK splits a small layer's work worse than oneDNN
-#: (2 threads, fwd+bwd: 0.85-0.9x oneDNN's speed at 32x32).
-NNPACK_MIN_PIXELS_THREADED = 64 * 64
-#: ``auto`` with several threads runs a whole pass on oneDNN below this picture size. Measured
-#: per iteration (classic layers, L-BFGS, 2 threads, issue #9): at 256x256 oneDNN was 1.1-1.25x
-#: faster than NNPACK, at 512x512 NNPACK 1.07-1.13x faster than oneDNN; on one thread NNPACK
-#: wins at both (1.24x, 1.42x CPU time). The threshold sits between the two sizes measured.
-AUTO_NNPACK_MIN_PIXELS = 384 * 384
+#: ``auto`` uses NNPACK only when PyTorch runs on one thread. Measured per L-BFGS iteration
+#: (``atelier bench gatys``, classic layers, issue #9), one thread: NNPACK 1.17x faster than
+#: oneDNN at 256 px; two threads: oneDNN faster at 256 px (1.43x), 512 px (1.18x) and 768 px
+#: (1.06x) -- NNPACK's thread pool and OpenMP's share the two cores badly.
+AUTO_NNPACK_MAX_THREADS = 1
 
 
 def _nnpack_valid(
@@ -522,7 +519,8 @@ class _Features:
         pre = encoder.get_submodule("0")
         device = pre.weight.device
         self.backend = resolve_backend(backend, device)
-        # ``auto`` picks per pass between NNPACK and oneDNN (see AUTO_NNPACK_MIN_PIXELS).
+        # ``auto`` chose NNPACK for one thread; should more threads run it later, it moves
+        # to oneDNN (see AUTO_NNPACK_MAX_THREADS).
         self.auto = backend == "auto" and self.backend == "nnpack"
         # With NNPACK, the small late layers run on oneDNN: channels-last suits those.
         fmt = torch.contiguous_format if self.backend == "plain" else torch.channels_last
@@ -560,17 +558,15 @@ class _Features:
         wanted = {layer_index(name): name for name in layers}
         stop = max(wanted)
         x = x.contiguous(memory_format=self.memory_format)
-        threaded = torch.get_num_threads() > 1
         use_nnpack = self.backend == "nnpack" and not (
-            self.auto and threaded and x.shape[-2] * x.shape[-1] < AUTO_NNPACK_MIN_PIXELS
+            self.auto and torch.get_num_threads() > AUTO_NNPACK_MAX_THREADS
         )
-        min_pixels = NNPACK_MIN_PIXELS_THREADED if threaded else NNPACK_MIN_PIXELS
         found: dict[str, torch.Tensor] = {}
         for kind, index, conv in self.steps:
             if index > stop:
                 break
             if conv is not None:
-                if use_nnpack and conv.flipped is not None and x.shape[-2] * x.shape[-1] >= min_pixels:
+                if use_nnpack and conv.flipped is not None and x.shape[-2] * x.shape[-1] >= NNPACK_MIN_PIXELS:
                     x = _PadConv.apply(x.contiguous(), conv.nnpack_weight, conv.bias, conv.flipped, conv.zeros)
                 elif use_nnpack or conv.onednn_weight is None:
                     x = _PadConv.apply(x.contiguous(memory_format=conv.layout), conv.weight, conv.bias, None, None)
@@ -588,14 +584,16 @@ class _Features:
 
 
 def resolve_backend(backend: Backend, device: torch.device) -> Literal["nnpack", "onednn", "plain"]:
-    """``auto``: NNPACK on a CPU that has it, channels-last oneDNN on other CPUs, and the plain
-    layout on GPUs (cuDNN picks its own algorithms). With NNPACK, ``auto`` still runs passes
-    smaller than :data:`AUTO_NNPACK_MIN_PIXELS` on oneDNN when several threads share the work
-    (measured faster there); an explicit ``nnpack`` never does."""
+    """``auto``: on a CPU, NNPACK when it is there and PyTorch runs on one thread, else
+    channels-last oneDNN (measured faster with several threads, see
+    :data:`AUTO_NNPACK_MAX_THREADS`); the plain layout on GPUs (cuDNN picks its own
+    algorithms). An explicit ``nnpack`` always uses NNPACK."""
     if backend == "auto":
         if device.type != "cpu":
             return "plain"
-        return "nnpack" if nnpack_available() else "onednn"
+        if nnpack_available() and torch.get_num_threads() <= AUTO_NNPACK_MAX_THREADS:
+            return "nnpack"
+        return "onednn"
     if backend == "nnpack" and (device.type != "cpu" or not nnpack_available()):
         raise ArtError("the nnpack backend needs a CPU build of PyTorch with NNPACK")
     if backend not in ("nnpack", "onednn", "plain"):
