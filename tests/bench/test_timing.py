@@ -55,3 +55,14 @@ def test_a_peak_is_the_works_own_not_an_earlier_ones() -> None:
 
     times = compare({"big": big, "small": small}, repeat=1, warmup=0)
     assert times["big"].peak_mb - times["small"].peak_mb > 300
+
+
+def test_timed_runs_keep_the_allocator_warm(monkeypatch) -> None:
+    # Trimming the heap before a timed run makes it fault every page back in (20-80 % slower
+    # than the product's processes, which keep freed memory): only the memory run trims.
+    from atelier.bench import timing
+
+    trims: list[int] = []
+    monkeypatch.setattr(timing, "trim_heap", lambda: trims.append(1))
+    compare({"a": lambda: None, "b": lambda: None}, repeat=5, warmup=2)
+    assert len(trims) == 2  # one per way, before its first (untimed) run

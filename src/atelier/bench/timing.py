@@ -167,39 +167,46 @@ def compare(
     """Time several ways of doing the same work in alternation, so that a machine that gets
     busier or quieter during the run moves all of them alike; medians per way.
 
-    Each way runs ``warmup`` times untimed first; then ``repeat`` rounds in which every way runs
-    once (fewer rounds when the first round would take the whole past ``budget_s``; one round
-    always runs). The peak memory of a way is the highest resident-memory mark of its runs
-    (the mark is reset before each): a process figure, so it includes the weights and whatever
-    the allocator kept from earlier work.
+    Each way first runs ``max(warmup, 1)`` times untimed; the first of those runs right after the heap
+    is trimmed and the high-water mark reset, and gives the way's peak memory (a process figure:
+    it includes the weights and torch, not what earlier work left in the allocator). Then
+    ``repeat`` rounds in which every way runs once, timed (fewer rounds when the first round
+    would take the whole past ``budget_s``; one round always runs). The timed runs do NOT trim:
+    handing memory back to the kernel before each run would make every run fault its pages in
+    again, which the product's own processes avoid (:mod:`atelier.runtime`) -- an earlier version
+    of this function did that and made every figure 20-80 % slower than what users get.
     """
-    for work in works.values():
-        for _ in range(warmup):
-            work()
-    _cuda_sync()
-    walls: dict[str, list[float]] = {name: [] for name in works}
-    cpus: dict[str, list[float]] = {name: [] for name in works}
     peaks: dict[str, float] = {name: 0.0 for name in works}
     gpu_peaks: dict[str, float | None] = {name: None for name in works}
+    for name, work in works.items():
+        for run in range(max(warmup, 1)):
+            if run == 0:
+                reset_peak_rss()
+                cuda = _cuda_in_use()
+                if cuda:
+                    import torch
+
+                    torch.cuda.reset_peak_memory_stats()
+            work()
+            _cuda_sync()
+            if run == 0:
+                peaks[name] = peak_rss_mb()
+                if _cuda_in_use():
+                    import torch
+
+                    gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+    walls: dict[str, list[float]] = {name: [] for name in works}
+    cpus: dict[str, list[float]] = {name: [] for name in works}
     rounds = repeat
     index = 0
     while index < rounds:
         started = time.perf_counter()
         for name, work in works.items():
-            reset_peak_rss()
-            cuda = _cuda_in_use()
-            if cuda:
-                import torch
-
-                torch.cuda.reset_peak_memory_stats()
             wall, cpu = time.perf_counter(), time.process_time()
             work()
             _cuda_sync()
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
-            peaks[name] = max(peaks[name], peak_rss_mb())
-            if cuda:
-                gpu_peaks[name] = max(gpu_peaks[name] or 0.0, torch.cuda.max_memory_allocated() / 2**20)
         if index == 0:
             one_round = time.perf_counter() - started
             rounds = max(1, min(repeat, int(budget_s // max(one_round, 1e-9))))
