@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +26,10 @@ from atelier.store.queue import JobQueue
 sys.path.insert(0, str(Path(__file__).parent))
 
 from s3_server import PolicyEnforcingMotoServer  # noqa: E402
+from store_fixtures import BACKENDS, S3_CREDENTIALS, free_port  # noqa: E402,F401 - used by the fixtures below
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SKIP_POSTGRES = os.environ.get("ATELIER_TEST_SKIP_POSTGRES") == "1"
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
 
 def postgres_server_url() -> str:
     return os.environ.get("ATELIER_TEST_POSTGRES_URL") or DEFAULT_POSTGRES
@@ -142,15 +139,6 @@ def queue(engine: Engine) -> Iterator[JobQueue]:
     queue = JobQueue(engine, lease_seconds=30, poll_interval=0.1)
     yield queue
     queue.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-S3_CREDENTIALS = {"access_key_id": "testing-key", "secret_access_key": "testing-secret"}
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from atelier.store.errors import (
     PolicyError,
     StorageConfigError,
 )
-from conftest import S3_CREDENTIALS
+from store_fixtures import S3_CREDENTIALS, free_port
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4  # header bytes are enough for a store
 
@@ -387,7 +387,6 @@ def test_an_unreachable_s3_store_says_so_with_its_own_error() -> None:
     """Nothing listens on the endpoint: every call fails fast with StorageUnavailableError
     (what the web app answers 503 to), not with a botocore exception or a "not found"."""
     from atelier.store.errors import StorageUnavailableError
-    from conftest import free_port
 
     store = S3BlobStore(
         "atelier-gone",
