@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Most requests painted together in one batch by the instant API.",
     )
+    instant_batch_max_pixels: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Most pixels (width x height, summed) painted together in one instant batch; "
+        "past about a megapixel a CPU batch runs slower per image. 0: no pixel limit.",
+    )
     instant_cache_mb: int = Field(
         default=512,
         ge=0,

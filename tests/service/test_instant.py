@@ -87,12 +87,55 @@ def test_concurrent_items_are_batched_up_to_the_cap() -> None:
     assert max(len(batch) for batch in seen) == 3
 
 
+def test_batches_keep_to_their_cost_budget_and_lose_nothing() -> None:
+    # Pixels, in the service: past a budget a CPU batch runs slower per image.
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        gate.wait(5)
+        seen.append(items)
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, window_s=0.05, max_batch=8, cost=float, max_cost=10)
+    try:
+        futures = [batcher.submit(i) for i in (12, 4, 5, 3, 2, 6, 1)]
+        gate.set()
+        assert [f.result(5) for f in futures] == [12, 4, 5, 3, 2, 6, 1]
+    finally:
+        batcher.close()
+    # 12 alone passes the budget but is painted (alone); the item that would pass it opens the next batch.
+    assert sorted(i for batch in seen for i in batch) == [1, 2, 3, 4, 5, 6, 12]
+    assert [i for batch in seen for i in batch] == [12, 4, 5, 3, 2, 6, 1]  # arrival order kept
+    assert all(len(batch) == 1 or sum(batch) <= 10 for batch in seen)
+    assert [12] in seen
+
+
 def test_a_lone_item_waits_no_longer_than_the_window() -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=0.02, max_batch=8)
     try:
         started = time.perf_counter()
         assert batcher.submit(5).result(5) == 5
         assert time.perf_counter() - started < 0.5
+    finally:
+        batcher.close()
+
+
+def test_a_lone_caller_does_not_wait_for_company_when_nobody_is_coming() -> None:
+    # The window is long here on purpose: with nobody else on the way, it is not waited for.
+    coming = {"n": 1}
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=2.0, max_batch=8, coming=lambda: coming["n"])
+    try:
+        started = time.perf_counter()
+        assert batcher.submit(5).result(5) == 5
+        assert time.perf_counter() - started < 1.0
+        coming["n"] = 2  # another call is decoding its photo: the window is waited for it
+        started = time.perf_counter()
+        first = batcher.submit(6)
+        time.sleep(0.2)
+        second = batcher.submit(7)
+        assert (first.result(5), second.result(5)) == (6, 7)
+        assert list(batcher.batches)[-1] == 2
     finally:
         batcher.close()
 

@@ -71,6 +71,13 @@ def _jpeg(width: int, height: int, seed: int) -> bytes:
     return encode_image(to_pil(synthetic_image(height, width, seed=seed)), format="JPEG", quality=90)
 
 
+def _unique(jpeg: bytes, n: int) -> bytes:
+    """``jpeg`` with a comment segment (JPEG COM marker) carrying ``n`` after its start marker:
+    the same pixels, other bytes, so the server's caches (keyed by the file's sha256) miss."""
+    text = f"atelier bench {n}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -170,8 +177,11 @@ def run_load(
     with httpx.Client(base_url=base, timeout=300) as http:
         style_id = _upload(http, _jpeg(512, 512, seed=99), kind="style")
         photo_ids = [_upload(http, _jpeg(width, height, seed=i)) for i in range(clients)]
-    # Fresh photos are made up front so that making them costs the server's cores nothing.
-    pools = [[_jpeg(width, height, seed=1000 + c * 1000 + k) for k in range(24)] for c in range(clients)] if kind == "fresh" else []
+    # Fresh photos are made up front so that making them costs the server's cores nothing, and
+    # each request sends them with a comment of its own: a photo sent again would be a cache hit
+    # (an earlier version cycled through 24 photos, so one client re-sent cached photos while
+    # eight clients did not, and the two were not comparable).
+    pools = [[_jpeg(width, height, seed=1000 + c * 1000 + k) for k in range(8)] for c in range(clients)] if kind == "fresh" else []
     result = LoadResult()
     lock = threading.Lock()
     window = {"start": 0.0, "stop": 0.0}
@@ -192,7 +202,7 @@ def run_load(
             def call(n: int) -> httpx.Response:
                 params = {"style_id": style_id, "engine": engine, "size": str(max(width, height))}
                 if kind == "fresh":
-                    photo = pools[index][n % len(pools[index])]
+                    photo = _unique(pools[index][n % len(pools[index])], index * 10_000_000 + n)
                     return http.post("/api/v1/stylize", data=params, files={"content": ("p.jpg", photo, "image/jpeg")})
                 return http.get("/api/v1/stylize", params=params | {"content_id": photo_ids[index]})
 
