@@ -137,3 +137,18 @@ def test_the_record_prints_a_markdown_table_for_the_docs() -> None:
     cells = [c.strip() for c in table[2].strip("|").split("|")]
     assert cells[:3] == ["filter", "filter (candy)", f"{QUICK.filter[0]}x{QUICK.filter[0]}"]
     assert cells[7].endswith("x")  # wall / CPU ratios
+
+
+def test_gatys_times_each_backend_once_even_when_two_names_resolve_to_it() -> None:
+    from atelier.art.gatys import resolve_backend
+
+    result = runner.invoke(
+        app,
+        ["bench", "gatys", "--sizes", "32", "--optimizers", "adam", "--iterations", "2", "--rounds", "1",
+         "--memory-size", "0", "--backends", "auto,onednn", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = [row["name"] for row in _json_lines(result.output)]
+    expected = {f"atelier {resolve_backend('auto', torch.device('cpu'))} (adam)", "atelier onednn (adam)"}
+    assert names.count("textbook loop (adam)") == 1 and "compute floor" in names
+    assert sorted(n for n in names if n.startswith("atelier")) == sorted(expected)

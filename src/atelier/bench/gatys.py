@@ -30,7 +30,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atelier.art.gatys import RECIPES, Pass, Recipe, paint, pass_shape, resolve_backend
-from atelier.art.progress import Progress
 from atelier.art.vgg import LAYOUT, VGGEncoder, layer_channels, layer_index
 from atelier.bench.engines import synthetic_image
 from atelier.bench.timing import Row, peak_rss_mb, reset_peak_rss
@@ -225,8 +224,10 @@ def bench_gatys(
     """Seconds per iteration of Atelier's Gatys engine and of the textbook loop, side by side.
 
     For each size and optimizer: ``rounds`` rounds of one textbook block and one Atelier block
-    per backend (``auto`` is NNPACK on CPUs that have it; ``onednn`` is the same engine on the
-    convolutions the textbook loop uses) of ``iterations`` iterations each, alternating; each
+    per backend (``auto`` is what the product uses: NNPACK when PyTorch runs on one thread and
+    the CPU has it, oneDNN otherwise; ``onednn`` is the same engine on the convolutions the
+    textbook loop uses; backends that resolve to the same one run once) of ``iterations``
+    iterations each, alternating; each
     figure is the median per-iteration time over every round, and the ratio is textbook /
     Atelier. Then the compute floor (conv FLOPs over this machine's measured direct-conv
     throughput) and the peak memory of a ``memory_size`` px pass of each (fresh processes; 0
@@ -236,8 +237,11 @@ def bench_gatys(
     deepest = max(LAYER_SETS[layers][0] + LAYER_SETS[layers][1], key=layer_index)
     encoder = VGGEncoder.random(up_to=deepest).to(device)
     note = f"{layers} layers to {deepest}, VGG-19 architecture with random weights"
-    engines = ["textbook", *(f"atelier:{b}" for b in backends)]
-    names = {f"atelier:{b}": f"atelier {resolve_backend(b, device)}" for b in backends}
+    resolved: dict[str, str] = {}  # the backend each name resolves to -> the name timed for it
+    for backend in backends:
+        resolved.setdefault(resolve_backend(backend, device), backend)
+    engines = ["textbook", *(f"atelier:{b}" for b in resolved.values())]
+    names = {f"atelier:{b}": f"atelier {concrete}" for concrete, b in resolved.items()}
     for size in sizes:
         gflops = conv_gflops(device)
         content = synthetic_image(size, size, seed=1).to(device)
