@@ -29,10 +29,7 @@ import io
 import logging
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -41,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from atelier.bench.server import Server, serve
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +148,6 @@ class LoadReport:
 # the server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MiB (Linux), or None."""
     try:
@@ -188,19 +181,10 @@ def synthetic_jpeg(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Server:
-    url: str
-    pid: int
-    log_path: Path
-
-
 @contextmanager
 def load_server(*, models_dir: Path, workers: int = 0, env: dict[str, str] | None = None) -> Iterator[Server]:
     """``atelier serve`` on a free loopback port and a temporary data dir, with a catalog
     painting (a synthetic one) that commissions can be ordered in."""
-    import httpx
-
     from atelier.art.styles import StyleRecipe, add_style
 
     with tempfile.TemporaryDirectory(prefix="atelier-load-") as temp:
@@ -208,51 +192,21 @@ def load_server(*, models_dir: Path, workers: int = 0, env: dict[str, str] | Non
         painting = data / "painting.jpg"
         painting.write_bytes(synthetic_jpeg(384, 384, seed=7))
         add_style(painting, name=STYLE_NAME, styles_dir=data / "styles", titles={"en": "Load test"}, recipe=StyleRecipe(base="auto", passes="48x4"))
-        port = _free_port()
-        server_env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-        server_env.update(
-            {
-                "ATELIER_DATA_DIR": str(data / "data"),
-                "ATELIER_STYLES_DIR": str(data / "styles"),
-                "ATELIER_MODELS_DIR": str(models_dir),
-                "ATELIER_DEVICE": "cpu",
-                "ATELIER_INSTANT_MAX_SIZE": "512",
-                "ATELIER_INSTANT_CACHE_MB": "64",
-                "ATELIER_RATE_LIMIT_UPLOADS_PER_IP": "0",
-                "ATELIER_RATE_LIMIT_PAINTINGS_PER_IP": "0",
-                "ATELIER_RATE_LIMIT_COMMISSIONS_PER_IP": "0",
-                "ATELIER_RATE_LIMIT_COMMISSIONS_PER_EMAIL": "0",
-            }
-        )
-        server_env.update(env or {})
-        log_path = data / "server.log"
-        with open(log_path, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-c", "from atelier.cli import main; main()", "serve", "--port", str(port), "--workers", str(workers)],
-                env=server_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.monotonic() + 180
-                while True:
-                    try:
-                        if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the server did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-                    time.sleep(0.3)
-                yield Server(url=url, pid=process.pid, log_path=log_path)
-            finally:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        settings = {
+            "ATELIER_DATA_DIR": str(data / "data"),
+            "ATELIER_STYLES_DIR": str(data / "styles"),
+            "ATELIER_MODELS_DIR": str(models_dir),
+            "ATELIER_DEVICE": "cpu",
+            "ATELIER_INSTANT_MAX_SIZE": "512",
+            "ATELIER_INSTANT_CACHE_MB": "64",
+            "ATELIER_RATE_LIMIT_UPLOADS_PER_IP": "0",
+            "ATELIER_RATE_LIMIT_PAINTINGS_PER_IP": "0",
+            "ATELIER_RATE_LIMIT_COMMISSIONS_PER_IP": "0",
+            "ATELIER_RATE_LIMIT_COMMISSIONS_PER_EMAIL": "0",
+        }
+        settings.update(env or {})
+        with serve(settings=settings, log_path=data / "server.log", workers=workers, ready_path="/readyz", start_timeout=180) as server:
+            yield server
 
 
 # ------------------------------------------------------------------------------------------------

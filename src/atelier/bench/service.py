@@ -19,11 +19,7 @@ Also measured, by one client: the first stylize of a new photo against a re-pick
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atelier.bench.engines import synthetic_image
+from atelier.bench.server import serve
 from atelier.bench.timing import Row
 
 log = logging.getLogger(__name__)
@@ -78,12 +75,6 @@ def _unique(jpeg: bytes, n: int) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running_server(
     *,
@@ -97,52 +88,21 @@ def running_server(
 ) -> Iterator[str]:
     """``atelier serve`` on a free port and a temporary data dir; its base URL. ``info`` (when
     given) gets the server's process id under ``"pid"``."""
-    import httpx
-
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as data:
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-        env.update(
-            {
-                "ATELIER_DATA_DIR": data,
-                "ATELIER_MODELS_DIR": str(models_dir),
-                "ATELIER_INSTANT_BATCH_MAX": str(batch_max),
-                "ATELIER_INSTANT_BATCH_WINDOW_MS": str(window_ms),
-                "ATELIER_INSTANT_MAX_SIZE": str(max_size),
-                "ATELIER_WORKERS": "0",
-                "ATELIER_DEVICE": device,
-                "ATELIER_THREADS": str(threads),
-            }
-        )
-        log_path = Path(data) / "server.log"
-        with open(log_path, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-c", "from atelier.cli import main; main()", "serve", "--port", str(port), "--workers", "0"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            base = f"http://127.0.0.1:{port}"
+        settings = {
+            "ATELIER_DATA_DIR": data,
+            "ATELIER_MODELS_DIR": str(models_dir),
+            "ATELIER_INSTANT_BATCH_MAX": str(batch_max),
+            "ATELIER_INSTANT_BATCH_WINDOW_MS": str(window_ms),
+            "ATELIER_INSTANT_MAX_SIZE": str(max_size),
+            "ATELIER_WORKERS": "0",
+            "ATELIER_DEVICE": device,
+            "ATELIER_THREADS": str(threads),
+        }
+        with serve(settings=settings, log_path=Path(data) / "server.log") as server:
             if info is not None:
-                info["pid"] = process.pid
-            try:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
-                    time.sleep(0.2)
-                yield base
-            finally:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                info["pid"] = server.pid
+            yield server.url
 
 
 def _ok(response):  # type: ignore[no-untyped-def]
