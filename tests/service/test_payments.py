@@ -215,6 +215,36 @@ def test_the_hd_job_paints_without_the_mark_doubles_the_size_and_mails_one_link(
         assert session.scalars(select(Artwork.download_count).where(Artwork.public_id == public_id)).one() == 1
 
 
+def test_an_hd_job_that_fails_for_good_tells_the_buyer_once_and_a_retry_delivers(services: Services, photo: bytes) -> None:
+    from atelier.service import admin
+
+    public_id = ready_artwork(services, photo)
+    body = completed_event(public_id)
+    deliver(services, body, stripe_signature(body, SECRET))
+    painter = services.painter
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the painter fell over")
+
+    services.painter = broken  # type: ignore[assignment]
+    with transaction(services.engine) as session:  # the next attempt is the last one
+        session.execute(update(Job).where(Job.kind == payments.HD_JOB).values(attempts=Job.max_attempts - 1))
+    assert Worker(services, worker_id="w-hd").run_once() == "dead"
+    with transaction(services.engine, read_only=True) as session:
+        artwork = session.scalars(select(Artwork).where(Artwork.public_id == public_id)).one()
+        assert artwork.status == ArtworkStatus.PAID  # still paid for: nothing is lost
+        delayed = session.scalars(select(OutboxEmail).where(OutboxEmail.dedupe_key == f"artwork:{artwork.id}:hd_delayed")).all()
+        assert len(delayed) == 1 and delayed[0].subject == "Tu obra en alta resolución se retrasa"
+        assert f"https://atelier.test/es/receipts/{public_id}" in delayed[0].text_body
+        job_id = session.scalars(select(Job.id).where(Job.kind == payments.HD_JOB)).one()
+    # The operator retries it from /admin once the cause is fixed: the download mail goes out.
+    services.painter = painter
+    assert admin.retry_job(services, job_id)
+    assert Worker(services, worker_id="w-hd2").run_once() == "done"
+    assert state(services, public_id)["status"] == ArtworkStatus.DELIVERED
+    assert state(services, public_id)["mails"] == 3  # preview, delayed, download
+
+
 def test_a_download_link_runs_out_and_expires(services: Services, photo: bytes) -> None:
     services.settings.download_max_count = 2
     public_id = ready_artwork(services, photo)

@@ -206,6 +206,27 @@ register_template(
 )
 
 
+register_template(
+    MailTemplate(
+        name="hd_delayed",
+        subject="{{ _('Your high-resolution artwork is delayed') }}",
+        text="""{{ _('Hello,') }}
+
+{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. We ran into a problem while preparing its high-resolution file. Your payment is safe: we have been alerted and will email you the download link as soon as the file is ready.{% endtrans %}
+
+{{ _('Your receipt:') }}
+
+{{ link }}
+
+{{ _('Atelier') }}
+""",
+        html="""<p>{{ _('Hello,') }}</p>
+<p>{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. We ran into a problem while preparing its high-resolution file. Your payment is safe: we have been alerted and will email you the download link as soon as the file is ready.{% endtrans %}</p>
+{{ button(link, _('See my receipt')) }}""",
+    )
+)
+
+
 @cache
 def _environment(locale: str) -> jinja2.Environment:
     # One environment per language: installing translations changes the environment, so

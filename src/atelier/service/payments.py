@@ -440,8 +440,8 @@ def paint_hd(ctx: JobContext) -> dict[str, Any]:
         big = upscale_picture(picture, factor=2, models_dir=services.settings.models_path, device=services.loader.device)
         ctx.check()
         services.blobs.put(key, encode_image(big, format="JPEG", quality=95), content_type="image/jpeg")
-    except Exception:
-        _back_to_paid(services, artwork_id)
+    except Exception as exc:
+        _back_to_paid(services, artwork_id, final=ctx.is_final_failure(exc))
         raise
     settings = services.settings
     with transaction(services.engine) as session:
@@ -478,13 +478,29 @@ def _without_preview(progress: Any) -> Any:
     return replace(progress, preview=None) if getattr(progress, "preview", None) is not None else progress
 
 
-def _back_to_paid(services: Services, artwork_id: int) -> None:
-    """The attempt failed or stopped: the artwork is paid and waits for the next one (a job that
-    dies is for the operator: /admin lists it, and the buyer's receipt still says paid)."""
+def _back_to_paid(services: Services, artwork_id: int, *, final: bool = False) -> None:
+    """The attempt failed or stopped: the artwork is paid and waits for the next attempt. When
+    it was the last one (``final``), the buyer -- who has paid -- is told once that the HD file
+    is delayed, and the operator finds the dead job in /admin, where "retry" sends it again (the
+    download mail then goes out as usual)."""
     with transaction(services.engine) as session:
         artwork = session.get(Artwork, artwork_id)
-        if artwork is not None and artwork.status == ArtworkStatus.HD_PAINTING:
+        if artwork is None:
+            return
+        if artwork.status == ArtworkStatus.HD_PAINTING:
             artwork.status = ArtworkStatus.PAID
+        if final and artwork.status == ArtworkStatus.PAID:
+            log.error("artwork %s: the HD job failed for good; retry it from /admin", artwork.public_id)
+            entry = services.catalog.get(artwork.style)
+            queue_mail(
+                session,
+                to=artwork.owner_email,
+                template="hd_delayed",
+                locale=artwork.locale,
+                dedupe_key=f"artwork:{artwork_id}:hd_delayed",
+                style=entry.title(artwork.locale) if entry is not None else artwork.style,
+                link=f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}",
+            )
 
 
 # ------------------------------------------------------------------------------------------------
