@@ -6,13 +6,17 @@ import json
 import math
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from atelier.cli import app, fail, refusals
-from atelier.config import get_settings
+from atelier.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from atelier.service.engines import EngineLoader
 
 bench_app = typer.Typer(
     help="Measure speed and memory on this machine. Not a test: figures, and ratios taken in "
@@ -25,6 +29,14 @@ app.add_typer(bench_app, name="bench")
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _loader(settings: Settings, device: str | None) -> EngineLoader:
+    """The engines on ``device`` (default: the setting); cuda without a GPU is refused here."""
+    from atelier.art.devices import resolve_device
+    from atelier.service.engines import EngineLoader
+
+    return EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
 
 
 @bench_app.callback()
@@ -55,9 +67,7 @@ def record(
     import sys
     import time
 
-    from atelier.art.devices import resolve_device
     from atelier.bench.record import FULL, GROUPS, QUICK, bench_record, markdown_table
-    from atelier.service.engines import EngineLoader
 
     settings = get_settings()
     chosen = list(GROUPS) if groups.strip() in ("", "all") else [g.strip() for g in groups.split(",") if g.strip()]
@@ -72,7 +82,7 @@ def record(
     if service_seconds is not None:
         plan = dataclasses.replace(plan, service_seconds=service_seconds)
     with refusals():
-        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        loader = _loader(settings, device)
         started = time.perf_counter()
         rows = list(_echo_json(bench_record(loader, plan=plan, groups=chosen, threads=settings.threads), as_json=as_json))
         elapsed = time.perf_counter() - started
@@ -123,13 +133,11 @@ def engines(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """Images/s of each instant engine at each size and batch, and the re-pick speed-up."""
-    from atelier.art.devices import resolve_device
     from atelier.bench.engines import bench_engines
-    from atelier.service.engines import EngineLoader
 
     settings = get_settings()
     with refusals():
-        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        loader = _loader(settings, device)
         rows = bench_engines(loader, sizes=_ints(sizes), batches=_ints(batches), repeat=repeat, only=only or None)
         emit(rows, as_json=as_json, title=f"Instant engines on {_machine(loader.device)}")
 
@@ -214,13 +222,11 @@ def video(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """Frames/s of each engine on a clip, with temporal consistency off and on, and the flicker."""
-    from atelier.art.devices import resolve_device
     from atelier.bench.video import DEFAULT_ENGINES, bench_video
-    from atelier.service.engines import EngineLoader
 
     settings = get_settings()
     with refusals():
-        loader = EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
+        loader = _loader(settings, device)
         rows = bench_video(
             loader, clip=clip, size=size, frames=frames, engines=only or DEFAULT_ENGINES, repeat=repeat
         )

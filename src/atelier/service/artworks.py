@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from atelier.art.errors import ArtError
 from atelier.art.images import encode_image
@@ -383,7 +384,7 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
         if not sold:  # a sold artwork whose preview is remade keeps the sale's status
             artwork.status = ArtworkStatus.PAINTING
         style_name, upload_id, locale = artwork.style, artwork.content_upload_id, artwork.locale
-        email, token, key = artwork.owner_email, artwork.preview_token, preview_key(artwork)
+        token, key = artwork.preview_token, preview_key(artwork)
         max_size = int((artwork.parameters or {}).get("preview_max_size") or services.settings.preview_max_size)
     entry = services.catalog.get(style_name)
     try:
@@ -412,17 +413,25 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
         artwork.preview_key = key
         artwork.preview_ready_at = utcnow()
         artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": [picture.width, picture.height]}
-        queue_mail(
-            session,
-            to=email,
-            template="preview_ready",
-            locale=locale,
-            dedupe_key=f"artwork:{artwork_id}:preview",
-            style=entry.title(locale),
-            link=preview_link(services, token, locale),
-        )
+        mail_owner(services, session, artwork, template="preview_ready", event="preview", link=preview_link(services, token, locale))
     log.info("artwork %s: preview ready (%dx%d)", ctx.payload.get("artwork_id"), picture.width, picture.height)
     return {"preview_key": key, "width": picture.width, "height": picture.height}
+
+
+def mail_owner(services: Services, session: Session, artwork: Artwork, *, template: str, event: str, **fields: Any) -> None:
+    """Queue ``template`` for the artwork's owner, in their language, in ``session``'s
+    transaction; once per artwork and ``event`` however often the caller runs (a dedupe key).
+    Every mail names the style (its title, or its name once it has left the catalog)."""
+    entry = services.catalog.get(artwork.style)
+    queue_mail(
+        session,
+        to=artwork.owner_email,
+        template=template,
+        locale=artwork.locale,
+        dedupe_key=f"artwork:{artwork.id}:{event}",
+        style=entry.title(artwork.locale) if entry is not None else artwork.style,
+        **fields,
+    )
 
 
 def _mark_failed(services: Services, artwork_id: int) -> None:
@@ -432,16 +441,7 @@ def _mark_failed(services: Services, artwork_id: int) -> None:
         if artwork is None or artwork.status == ArtworkStatus.PREVIEW_READY or artwork.status in ArtworkStatus.SOLD:
             return
         artwork.status = ArtworkStatus.FAILED
-        entry = services.catalog.get(artwork.style)
-        queue_mail(
-            session,
-            to=artwork.owner_email,
-            template="painting_failed",
-            locale=artwork.locale,
-            dedupe_key=f"artwork:{artwork_id}:failed",
-            style=entry.title(artwork.locale) if entry is not None else artwork.style,
-            link=f"{services.public_url}/{artwork.locale}/commission",
-        )
+        mail_owner(services, session, artwork, template="painting_failed", event="failed", link=f"{services.public_url}/{artwork.locale}/commission")
 
 
 def _mark_waiting(services: Services, artwork_id: int) -> None:

@@ -35,8 +35,9 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -555,29 +556,6 @@ class InstantService:
     ) -> StylizeResult:
         """Paint ``photo`` in ``style``; blocks until done. ``size`` is the longest side of the
         result (default: the photo's, at most ``max_size``); ``alpha`` the strength 0..1."""
-        # Counted from the start (the photo is decoded here first): the model thread waits for
-        # company only while other calls are on their way.
-        with self._stats_lock:
-            self._active += 1
-        try:
-            return self._stylize(
-                photo, style, engine=engine, alpha=alpha, size=size, preserve_color=preserve_color, timeout=timeout
-            )
-        finally:
-            with self._stats_lock:
-                self._active -= 1
-
-    def _stylize(
-        self,
-        photo: PhotoRef,
-        style: StyleRef,
-        *,
-        engine: str = "microast",
-        alpha: float = 1.0,
-        size: int | None = None,
-        preserve_color: bool = False,
-        timeout: float | None = 120.0,
-    ) -> StylizeResult:
         if not 0.0 <= alpha <= 1.0:
             raise StyleChoiceError(f"the strength (alpha) must be between 0 and 1, got {alpha}")
         if size is not None and size < MIN_SIDE:
@@ -590,31 +568,44 @@ class InstantService:
             raise StyleChoiceError("this style has no painting to learn from")
         width, height = self.output_size(photo, size)
         started = time.perf_counter()
-        # Decode in the caller's thread when the photo is not cached, so the model thread
-        # spends its time on the model.
-        photo_tensor = None
-        if ("photo", photo.key, height, width) not in self.cache:
-            photo_tensor = self._prepare_photo(photo, width, height)
-        request = _Request(
-            engine=engine,
-            photo=photo,
-            style=style,
-            alpha=float(alpha),
-            preserve_color=preserve_color,
-            height=height,
-            width=width,
-            photo_tensor=photo_tensor,
-            submitted=started,
-        )
-        future = self._batcher.submit(request)
-        try:
-            result = future.result(timeout=timeout)
-        except TimeoutError:
-            future.cancel()
-            raise BusyError("painting took too long; the server is busy, try again in a moment") from None
+        with self._on_the_way():
+            # Decode in the caller's thread when the photo is not cached, so the model thread
+            # spends its time on the model.
+            photo_tensor = None
+            if ("photo", photo.key, height, width) not in self.cache:
+                photo_tensor = self._prepare_photo(photo, width, height)
+            request = _Request(
+                engine=engine,
+                photo=photo,
+                style=style,
+                alpha=float(alpha),
+                preserve_color=preserve_color,
+                height=height,
+                width=width,
+                photo_tensor=photo_tensor,
+                submitted=started,
+            )
+            future = self._batcher.submit(request)
+            try:
+                result = future.result(timeout=timeout)
+            except TimeoutError:
+                future.cancel()
+                raise BusyError("painting took too long; the server is busy, try again in a moment") from None
         seconds = time.perf_counter() - started
         self._record(engine, seconds, width, height, result)
         return dataclasses.replace(result, seconds=seconds)
+
+    @contextmanager
+    def _on_the_way(self) -> Iterator[None]:
+        """Counts a call from its photo's decoding to its result: the model thread waits for
+        company (the batch window) only while other calls are on their way."""
+        with self._stats_lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._stats_lock:
+                self._active -= 1
 
     def _record(self, engine: str, seconds: float, width: int, height: int, result: StylizeResult) -> None:
         with self._stats_lock:

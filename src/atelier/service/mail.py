@@ -39,12 +39,10 @@ from urllib.parse import unquote, urlparse
 import jinja2
 from sqlalchemy import Connection, Engine, Table, and_, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from atelier.service import i18n
-from atelier.store.db import OutboxEmail, utcnow
+from atelier.store.db import OutboxEmail, insert_new, utcnow
 
 if TYPE_CHECKING:
     from atelier.config import Settings
@@ -293,12 +291,7 @@ def queue_mail(
         "next_attempt_at": utcnow(),
         "created_at": utcnow(),
     }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(outbox.c.id)
-    # RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT, so
-    # on PostgreSQL every mail looked like a duplicate (logged so, and the sender not woken).
-    added = session.execute(statement).first() is not None
+    added = insert_new(session, outbox, values, unique=["dedupe_key"])
     if added:
         # In-process senders wake as soon as the mail is committed.
         sa_event.listen(session, "after_commit", lambda _s: _wakeup.set(), once=True)

@@ -27,18 +27,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from atelier.art.images import encode_image
 from atelier.service import i18n
-from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter
+from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter, mail_owner
 from atelier.service.context import Services
-from atelier.service.mail import queue_mail
 from atelier.service.uploads import get_upload, load_image
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
-from atelier.store.db import Artwork, ProcessedEvent, Sale, new_token, transaction, utcnow
+from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
 from atelier.store.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -221,13 +218,6 @@ def _stripe_session(
 # recording a payment: the webhook and the demo provider
 
 
-def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any], columns: list[str]) -> bool:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT.
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=columns).returning(table.c.id)
-    return session.execute(statement).first() is not None
-
-
 def record_payment(
     services: Services,
     *,
@@ -253,11 +243,11 @@ def record_payment(
         if artwork is None:
             raise UnknownArtwork(f"no artwork {artwork_public_id!r}")
         now = utcnow()
-        fresh = _insert_ignoring_duplicates(
+        fresh = insert_new(
             session,
             ProcessedEvent.__table__,
             {"provider": provider, "event_id": event_id, "event_type": event_type, "received_at": now},
-            ["provider", "event_id"],
+            unique=["provider", "event_id"],
         )
         if not fresh:
             log.info("%s event %s already handled", provider, event_id)
@@ -457,13 +447,12 @@ def paint_hd(ctx: JobContext) -> dict[str, Any]:
             artwork.download_count = 0
             artwork.download_limit = settings.download_max_count
         artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [big.width, big.height]}
-        queue_mail(
+        mail_owner(
+            services,
             session,
-            to=artwork.owner_email,
+            artwork,
             template="download_ready",
-            locale=artwork.locale,
-            dedupe_key=f"artwork:{artwork_id}:download",
-            style=entry.title(artwork.locale),
+            event="download",
             link=download_link(services, artwork.download_token),
             hours=round(settings.download_ttl_hours),
             count=settings.download_max_count,
@@ -491,16 +480,8 @@ def _back_to_paid(services: Services, artwork_id: int, *, final: bool = False) -
             artwork.status = ArtworkStatus.PAID
         if final and artwork.status == ArtworkStatus.PAID:
             log.error("artwork %s: the HD job failed for good; retry it from /admin", artwork.public_id)
-            entry = services.catalog.get(artwork.style)
-            queue_mail(
-                session,
-                to=artwork.owner_email,
-                template="hd_delayed",
-                locale=artwork.locale,
-                dedupe_key=f"artwork:{artwork_id}:hd_delayed",
-                style=entry.title(artwork.locale) if entry is not None else artwork.style,
-                link=f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}",
-            )
+            link = f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
+            mail_owner(services, session, artwork, template="hd_delayed", event="hd_delayed", link=link)
 
 
 # ------------------------------------------------------------------------------------------------

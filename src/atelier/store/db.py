@@ -303,6 +303,21 @@ def is_sqlite(bind: Engine | Connection | Session) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def insert_new(session: Session, table: Any, values: dict[str, Any], *, unique: list[str]) -> bool:
+    """INSERT ``values`` into ``table`` unless a row with the same ``unique`` columns exists
+    (ON CONFLICT DO NOTHING, SQLite and PostgreSQL alike); whether a row was added.
+
+    RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT, so a
+    rowcount check takes every new row for a duplicate on PostgreSQL.
+    """
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = sqlite_insert if is_sqlite(session) else pg_insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique).returning(*table.primary_key.columns)
+    return session.execute(statement).first() is not None
+
+
 #: Seconds to wait for PostgreSQL to accept a connection.
 CONNECT_TIMEOUT = 10
 

@@ -40,7 +40,8 @@ class PageNotFound(Exception):
     """A page path with no page (an unknown language, artwork or token)."""
 
 
-def _locale(lang: str) -> str:
+def page_locale(lang: str) -> str:
+    """``lang`` when it is a page language; :class:`PageNotFound` (the localised 404) if not."""
     if lang not in i18n.LOCALES:
         raise PageNotFound(lang)
     return lang
@@ -140,7 +141,7 @@ def _home_context(services: Services, locale: str, params: dict[str, str]) -> di
 @router.get("/{lang}/")
 def home(services: ServicesDep, request: Request, lang: str) -> Response:
     """The instant journey: a photo, a style, the painted picture."""
-    locale = _locale(lang)
+    locale = page_locale(lang)
     params = dict(request.query_params)
     if params.get("photo"):
         try:
@@ -163,7 +164,7 @@ def instant_form(
     strength: Annotated[str, Form()] = "100",
 ) -> Response:
     """The home form without JavaScript: keep the files, then show the result page."""
-    locale = _locale(lang)
+    locale = page_locale(lang)
     limit = services.settings.max_upload_bytes
     try:
         photo_data = photo.file.read(max(limit, services.settings.max_video_bytes) + 1) if photo is not None else b""
@@ -225,7 +226,7 @@ async def video_page(services: ServicesDep, request: Request, lang: str, video_i
     """A video job: progress, then the painted clip to play and download."""
     from atelier.service.videos import get_video
 
-    locale = _locale(lang)
+    locale = page_locale(lang)
     view = await run_in_threadpool(get_video, services, video_id)
     if view is None:
         return not_found(request, locale)
@@ -247,7 +248,7 @@ def _commission_context(services: Services, locale: str, *, photo_id: str = "", 
 @router.get("/{lang}/commission")
 def commission_page(services: ServicesDep, request: Request, lang: str, photo: str = "", style: str = "") -> Response:
     """Order a commission: a hand-picked style, a photo (or the one from the instant page), an email."""
-    locale = _locale(lang)
+    locale = page_locale(lang)
     if photo:
         try:
             get_upload(services, photo)
@@ -266,7 +267,7 @@ def commission_form(
     photo: Annotated[UploadFile | None, File()] = None,
     content_id: Annotated[str, Form()] = "",
 ) -> Response:
-    locale = _locale(lang)
+    locale = page_locale(lang)
     limit = services.settings.max_upload_bytes
     try:
         data = photo.file.read(limit + 1) if photo is not None else b""
@@ -289,7 +290,7 @@ def commission_form(
 @router.get("/{lang}/artworks/{artwork_id}")
 async def artwork_page(services: ServicesDep, request: Request, lang: str, artwork_id: str) -> Response:
     """A commission's progress: place in the queue, passes, intermediate pictures."""
-    locale = _locale(lang)
+    locale = page_locale(lang)
     view = await run_in_threadpool(get_artwork, services, artwork_id)
     if view is None:
         return not_found(request, locale)
@@ -305,7 +306,7 @@ async def artwork_page(services: ServicesDep, request: Request, lang: str, artwo
 @router.get("/{lang}/a/{token}")
 async def preview_page(services: ServicesDep, request: Request, lang: str, token: str) -> Response:
     """The watermarked artwork behind the mailed link."""
-    locale = _locale(lang)
+    locale = page_locale(lang)
     info = await run_in_threadpool(artwork_by_preview_token, services, token)
     if info is None or info.status not in (ArtworkStatus.PREVIEW_READY,) and not info.preview_key:
         return not_found(request, locale)
@@ -320,12 +321,12 @@ async def preview_page(services: ServicesDep, request: Request, lang: str, token
         height=info.height,
         style_title=entry.title(locale) if entry is not None else info.style,
         artist=entry.artist if entry is not None else None,
-        price=_price_context(services, request, locale) if info.status == ArtworkStatus.PREVIEW_READY else None,
+        price=price_context(services, request, locale) if info.status == ArtworkStatus.PREVIEW_READY else None,
         pay_url=f"/{locale}/a/{token}/pay",
     )
 
 
-def _price_context(services: Services, request: Request, locale: str) -> dict[str, Any] | None:
+def price_context(services: Services, request: Request, locale: str) -> dict[str, Any] | None:
     """The checkout form's numbers for this buyer: their country's currency, the suggestion and
     the minimum, written for their language (None when the price table is broken: the preview
     still shows, the log says why)."""

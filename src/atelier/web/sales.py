@@ -27,26 +27,13 @@ from atelier.service.artworks import ArtworkStatus, artwork_by_preview_token
 from atelier.service.context import Services
 from atelier.store.errors import StoreError
 from atelier.web.deps import services_of
+from atelier.web.pages import not_found, page_locale, price_context
 from atelier.web.templating import render
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services_of)]
-
-
-class _NotAPage(Exception):
-    pass
-
-
-def _locale(lang: str) -> str:
-    if not i18n.is_supported(lang):
-        raise _NotAPage(lang)
-    return lang
-
-
-def _not_found(request: Request, locale: str) -> Response:
-    return render(request, "not_found.html", locale, status_code=404)
 
 
 def _public_base(services: Services, request: Request) -> str:
@@ -79,10 +66,8 @@ def _price_for_currency(services: Services, request: Request, currency: str) -> 
 
 def _preview_again(services: Services, request: Request, locale: str, token: str, info: Any, error: str, typed: str) -> Response:
     """The preview page again, with the reason the amount was refused and what was typed."""
-    from atelier.web import pages
-
     entry = services.catalog.get(info.style)
-    price = pages._price_context(services, request, locale)
+    price = price_context(services, request, locale)
     if price is not None and typed:
         price = dict(price, value=typed[:32])
     return render(
@@ -114,18 +99,15 @@ def pay(
     """The checkout form: check the amount on the server, start the checkout, send the buyer on."""
     from atelier.service import pricing
 
-    try:
-        locale = _locale(lang)
-    except _NotAPage:
-        return _not_found(request, i18n.DEFAULT_LOCALE)
+    locale = page_locale(lang)  # an unknown language: the app's localised 404 (pages.install)
     info = artwork_by_preview_token(services, token)
     if info is None:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     if info.status in ArtworkStatus.SOLD:
         return RedirectResponse(payments.receipt_path(info.public_id, locale), status_code=303)
     _ = i18n.translations(locale).gettext
     if info.status != ArtworkStatus.PREVIEW_READY:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     price, country = _price_for_currency(services, request, currency)
     if price is None:
         return _preview_again(services, request, locale, token, info, _("Please choose an amount in one of the currencies offered."), amount)
@@ -151,13 +133,10 @@ def demo_checkout_page(services: ServicesDep, request: Request, lang: str, refer
     """The demo provider's "payment" page: clearly not a real payment."""
     from atelier.service import pricing
 
-    try:
-        locale = _locale(lang)
-    except _NotAPage:
-        return _not_found(request, i18n.DEFAULT_LOCALE)
+    locale = page_locale(lang)
     checkout = payments.demo_checkout(services, reference)
     if checkout is None:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     return render(
         request,
         "demo_checkout.html",
@@ -173,13 +152,10 @@ def demo_checkout_page(services: ServicesDep, request: Request, lang: str, refer
 @router.post("/{lang}/demo-checkout/{reference}")
 def demo_checkout_confirm(services: ServicesDep, request: Request, lang: str, reference: str) -> Response:
     """The demo provider's confirm button: records the payment as a webhook would."""
-    try:
-        locale = _locale(lang)
-    except _NotAPage:
-        return _not_found(request, i18n.DEFAULT_LOCALE)
+    locale = page_locale(lang)
     checkout = payments.confirm_demo_payment(services, reference)
     if checkout is None:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     return RedirectResponse(payments.receipt_path(checkout.public_id, locale), status_code=303)
 
 
@@ -215,13 +191,10 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
     """Where the sale stands: awaiting payment, paid, painting the HD version, delivered."""
     from atelier.service import pricing
 
-    try:
-        locale = _locale(lang)
-    except _NotAPage:
-        return _not_found(request, i18n.DEFAULT_LOCALE)
+    locale = page_locale(lang)
     view = payments.receipt(services, artwork_id)
     if view is None:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     entry = services.catalog.get(view.style)
     amount = None
     if view.amount_minor is not None and view.currency:
@@ -256,7 +229,7 @@ def download(services: ServicesDep, request: Request, token: str) -> Response:
     except payments.DownloadGone:
         return render(request, "download_gone.html", locale, status_code=410, headers={"Referrer-Policy": "no-referrer"})
     if grant is None:
-        return _not_found(request, locale)
+        return not_found(request, locale)
     if grant.url is not None:
         return RedirectResponse(grant.url, status_code=303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
     blob = services.blobs.open(grant.key)
