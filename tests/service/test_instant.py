@@ -255,6 +255,21 @@ def test_filters_blend_the_cached_full_strength_picture(service: InstantService,
     assert np.abs(_array(full.image) - _array(half.image)).mean() > 5
 
 
+def test_a_blend_of_two_paintings_is_what_the_engine_paints_with_their_weights(
+    service: InstantService, loader: EngineLoader, content_dir: Path, style_dir: Path
+) -> None:
+    photo, image = _photo(content_dir / "dog.jpg", 128)
+    starry, starry_image = _painting(style_dir / "starry_night.jpg")
+    muse, muse_image = _painting(style_dir / "la_muse.jpg")
+    mixed = service.stylize(photo, StyleRef.blended(starry, muse, 0.3))
+    expected = stylize_image(loader, image, engine="microast", styles=[starry_image, muse_image], style_weights=[0.7, 0.3])
+    assert np.abs(_array(mixed.image) - _array(expected)).max() <= 1
+    # Its two ends are the two paintings; a filter has no statistics to mix.
+    assert StyleRef.blended(starry, muse, 0.0) == starry and StyleRef.blended(starry, muse, 1.0) == muse
+    with pytest.raises(StyleChoiceError, match="only two paintings"):
+        StyleRef.blended(starry, StyleRef.of_filter("candy"), 0.5)
+
+
 def test_refusals_name_the_problem(service: InstantService, content_dir: Path) -> None:
     photo, _ = _photo(content_dir / "dog.jpg", 128)
     with pytest.raises(StyleChoiceError, match="between 0 and 1"):

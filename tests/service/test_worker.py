@@ -208,3 +208,24 @@ def test_a_loop_that_cannot_reach_the_queue_backs_off_and_resumes_when_it_answer
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot reach the queue" in m for m in messages) == 3
     assert any("answers again after 3 failed tries" in m for m in messages)
+
+
+def test_a_busy_worker_keeps_saying_it_is_alive_while_its_job_runs(tmp_path: Path, models_dir: Path) -> None:
+    # A lease of 1 s beats every third of a second: the worker's presence follows the beats, so the admin
+    # view never calls the only worker stale halfway through a long painting.
+    services = Services.open(make_settings(tmp_path, models_dir, lease_seconds=1))
+    try:
+        services.queue.enqueue("test.job")
+        seen: list[object] = []
+
+        def handler(ctx: JobContext) -> None:
+            seen.append(services.queue.workers()[0].last_seen_at)
+            time.sleep(1.5)
+            seen.append(services.queue.workers()[0].last_seen_at)
+
+        worker = Worker(services, handlers={"test.job": handler}, worker_id="painter", presence_interval=0.1)
+        assert worker.run_once() == "done"
+        first, later = seen
+        assert later > first  # type: ignore[operator]
+    finally:
+        services.close()

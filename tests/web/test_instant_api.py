@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from PIL import Image
 from atelier.art.images import decode_image
 from atelier.service.context import Services
 from atelier.service.instant import stylize_image
+
+from service_fixtures import small_jpeg
 
 
 def _image(response) -> Image.Image:  # type: ignore[no-untyped-def]
@@ -77,13 +80,17 @@ def test_re_picking_a_style_with_content_id_reuses_the_cached_photo(
 def test_the_strength_slider_blends_towards_the_photo(client: TestClient, photo_bytes: bytes) -> None:
     upload = client.post("/api/v1/uploads", files={"file": ("dog.jpg", photo_bytes, "image/jpeg")}).json()
     photo = np.asarray(Image.open(io.BytesIO(photo_bytes)), dtype=np.float64)
-    distances = []
+    distances, cached = [], []
     for alpha in (1.0, 0.5, 0.0):
         response = client.get(
             "/api/v1/stylize", params={"content_id": upload["id"], "style_name": "udnie", "alpha": alpha, "format": "png"}
         )
         assert response.status_code == 200, response.text
         distances.append(np.abs(np.asarray(_image(response), dtype=np.float64) - photo).mean())
+        cached.append(response.headers["X-Result-Cached"])
+    # The filter painted once; the other strengths blend its cached picture (the page says so
+    # rather than "painted in 0.00 s").
+    assert cached == ["0", "1", "1"]
     assert distances[0] > distances[1] > distances[2]
     assert distances[2] < 2.0  # strength 0 is the photo itself
 
@@ -179,3 +186,22 @@ def test_a_presigned_upload_that_breaks_its_policy_is_refused(client: TestClient
     fields = dict(body["fields"]) | {"Content-Type": "image/jpeg"}
     response = client.post("/blobs", data=fields, files={"file": ("dog.jpg", photo_bytes, "image/jpeg")})
     assert response.status_code == 403
+
+
+def test_two_paintings_blend_and_a_filter_does_not(client: TestClient, photo_bytes: bytes, painting_bytes: bytes, style_dir: Path) -> None:
+    def upload(data: bytes, kind: str) -> str:
+        return client.post("/api/v1/uploads", files={"file": ("x.jpg", data, "image/jpeg")}, data={"kind": kind}).json()["id"]
+
+    photo, starry, muse = upload(photo_bytes, "content"), upload(painting_bytes, "style"), upload(small_jpeg(style_dir / "la_muse.jpg", 256), "style")
+    params = {"content_id": photo, "style_id": starry, "format": "png"}
+
+    def paint(**extra: object) -> np.ndarray:
+        response = client.get("/api/v1/stylize", params=params | extra)
+        assert response.status_code == 200, response.text
+        return np.asarray(_image(response), dtype=np.float64)
+
+    alone, other, half = paint(), paint(style_id=muse), paint(blend_id=muse, blend=0.5)
+    # Between the two, and neither of them.
+    assert np.abs(half - alone).mean() > 3 and np.abs(half - other).mean() > 3
+    refused = client.get("/api/v1/stylize", params=params | {"blend_name": "candy"})
+    assert refused.status_code == 422 and "only two paintings" in refused.json()["error"]["message"]

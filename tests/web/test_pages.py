@@ -203,3 +203,41 @@ def test_unknown_pages_answer_a_friendly_404(client: TestClient) -> None:
     assert response.status_code == 404
     assert "Nothing here" in response.text
     assert client.get("/en/artworks/" + "0" * 32).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "lands_on"),
+    [
+        ("/commission", "/es/commission"),
+        ("/redoc", "/docs"),
+        ("/es/docs", "/es/docs"),
+        ("/en/docs", "/en/docs"),
+        ("/es", "/es/"),
+        ("/es/commission/", "/es/commission"),
+    ],
+)
+def test_addresses_people_type_lead_to_a_page(client: TestClient, path: str, lands_on: str) -> None:
+    """Each answers 200 or redirects to a page that answers 200 (never to a 404)."""
+    response = client.get(path, headers={"Accept-Language": "es-ES,es;q=0.9"})
+    assert response.status_code == 200, [r.headers.get("location") for r in response.history]
+    assert response.url.path == lands_on
+    assert all(300 <= r.status_code < 400 for r in response.history)
+
+
+def test_the_favicon_is_the_pages_icon(client: TestClient) -> None:
+    response = client.get("/favicon.ico", follow_redirects=False)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    assert response.content == (STATIC_DIR / "favicon.svg").read_bytes()
+
+
+def test_the_api_reference_speaks_the_page_language_and_its_switch_stays_on_it(client: TestClient) -> None:
+    page = client.get("/es/docs")
+    assert page.headers["content-language"] == "es" and "/api/v1/stylize" in page.text
+    assert 'href="/en/docs"' in page.text
+    assert 'href="/es/docs"' in client.get("/docs", headers={"Accept-Language": "en"}).text
+
+
+def test_an_unknown_address_is_the_404_page_itself_not_a_redirect_to_one(client: TestClient) -> None:
+    response = client.get("/no-such-page", follow_redirects=False)
+    assert response.status_code == 404 and "Nothing here" in response.text

@@ -416,10 +416,33 @@ class StyleRef:
     key: str
     filter: str | None = None
     load: Callable[[], Image.Image] | None = None
+    #: A blend (:meth:`blended`): the paintings mixed and their shares, summing to 1.
+    parts: tuple[StyleRef, ...] = ()
+    weights: tuple[float, ...] = ()
 
     @classmethod
     def of_filter(cls, name: str) -> StyleRef:
         return cls(key=f"filter:{name}", filter=name)
+
+    @classmethod
+    def blended(cls, first: StyleRef, second: StyleRef, share: float) -> StyleRef:
+        """``first`` and ``second`` mixed, ``share`` (0..1) of the second: MicroAST and AdaIN
+        interpolate the two styles' statistics (their ``style_weights``). Only paintings blend:
+        a filter is a network of its own, with no statistics to mix."""
+        if first.filter is not None or second.filter is not None or first.parts or second.parts:
+            raise StyleChoiceError("only two paintings can be blended (the filters are networks of their own)")
+        if not 0.0 <= share <= 1.0:
+            raise StyleChoiceError(f"the blend (the second style's share) must be between 0 and 1, got {share}")
+        if share == 0.0 or first.key == second.key:
+            return first
+        if share == 1.0:
+            return second
+        return cls(
+            key=f"blend:{first.key}|{second.key}|{share:.3f}",
+            load=first.load,
+            parts=(first, second),
+            weights=(1.0 - share, share),
+        )
 
 
 @dataclass
@@ -451,6 +474,9 @@ class StylizeResult:
     batch_size: int
     content_cached: bool
     style_cached: bool
+    #: The painting itself came from the cache (a filter's picture painted earlier): the
+    #: seconds are the blend's, not a painting's.
+    result_cached: bool = False
 
 
 def fit_dims(width: int, height: int, longest: int) -> tuple[int, int]:
@@ -748,6 +774,7 @@ class InstantService:
                     batch_size=len(missing) or 1,
                     content_cached=found[i][1],
                     style_cached=True,
+                    result_cached=i not in missing,
                 )
             )
         return out
@@ -778,12 +805,12 @@ class InstantService:
                 self.cache.put(("features", engine_name, m.photo.key, m.height, m.width), features)
                 for i in indices:
                     contents[i] = features
-        styles: list[Any] = []
+        styles: list[list[Any]] = []
         style_hits: list[bool] = []
         for m in members:
-            encoded, hit = self._style(model, engine_name, m.style)
-            styles.append(encoded)
-            style_hits.append(hit)
+            found = [self._style(model, engine_name, part) for part in (m.style.parts or (m.style,))]
+            styles.append([encoded for encoded, _ in found])
+            style_hits.append(all(hit for _, hit in found))
         # One decoder call per distinct style: the engines take one style list per batch.
         by_style: dict[str, list[int]] = {}
         for i, m in enumerate(members):
@@ -793,7 +820,8 @@ class InstantService:
         for indices in by_style.values():
             started = time.perf_counter()
             batch = stack([contents[i] for i in indices])
-            painted = model.decode(batch, [styles[indices[0]]], alpha=alpha)
+            weights = list(members[indices[0]].style.weights) or None
+            painted = model.decode(batch, styles[indices[0]], alpha=alpha, style_weights=weights)
             self._observe(engine_name, "decode", started)
             if self.metrics is not None:
                 self.metrics.batch_size.labels(engine_name).observe(len(indices))

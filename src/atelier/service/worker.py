@@ -265,7 +265,7 @@ class Worker:
         started = time.perf_counter()
         outcome = "done"
         log.info("job %s (%s) claimed by %s, attempt %d/%d", job.id, job.kind, self.worker_id, job.attempts, job.max_attempts)
-        heartbeat = Heartbeat(queue, job.id, self.worker_id)
+        heartbeat = Heartbeat(queue, job.id, self.worker_id, on_beat=self.report_presence)
         try:
             with heartbeat:
                 context = JobContext(self.services, job, self.worker_id, heartbeat, stop)

@@ -948,6 +948,7 @@ class Heartbeat:
         lease_seconds: float | None = None,
         interval: float | None = None,
         on_lost: Callable[[], None] | None = None,
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.job_id = job_id
@@ -955,6 +956,10 @@ class Heartbeat:
         self.lease_seconds = float(lease_seconds or queue.lease_seconds)
         self.interval = interval if interval is not None else self.lease_seconds / 3
         self.on_lost = on_lost
+        # Called after every beat that kept the lease: the worker says it is alive (the admin
+        # view calls a worker stale when it has not been heard of for a while, and a long
+        # painting would otherwise be silent from its first beat to its last).
+        self.on_beat = on_beat
         self.lost = threading.Event()
         self.beats = 0
         self._stop = threading.Event()
@@ -1006,6 +1011,11 @@ class Heartbeat:
                         log.exception("job %s: on_lost callback failed", self.job_id)
                 return
             self.beats += 1
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:
+                    log.warning("job %s: on_beat callback failed", self.job_id, exc_info=True)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from atelier.service import i18n
 from atelier.web.templating import render
@@ -71,8 +71,27 @@ def endpoints(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _docs_page(request: Request, locale: str) -> Response:
+    spec = request.app.openapi()
+    return render(request, "docs.html", locale, title=spec["info"]["title"], version=spec["info"]["version"], endpoints=endpoints(spec))
+
+
 @router.get("/docs")
 def docs(request: Request) -> Response:
-    spec = request.app.openapi()
-    locale = i18n.negotiate(request.headers.get("accept-language"))
-    return render(request, "docs.html", i18n.DEFAULT_LOCALE if locale not in i18n.LOCALES else locale, title=spec["info"]["title"], version=spec["info"]["version"], endpoints=endpoints(spec))
+    """The reference, its page around it in the visitor's language."""
+    return _docs_page(request, i18n.negotiate(request.headers.get("accept-language")))
+
+
+@router.get("/{lang}/docs")
+def docs_in(request: Request, lang: str) -> Response:
+    """The same page under a language's prefix (where the language switch leads). The reference
+    itself is in English: it names the API's fields."""
+    if lang not in i18n.LOCALES:
+        return RedirectResponse("/docs", status_code=308)
+    return _docs_page(request, lang)
+
+
+@router.get("/redoc")
+def redoc() -> RedirectResponse:
+    """FastAPI's usual address of a second reference viewer: this app has one page for both."""
+    return RedirectResponse("/docs", status_code=308)

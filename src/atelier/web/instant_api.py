@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from atelier.art.images import encode_image
 from atelier.service.context import Services
-from atelier.service.instant import StylizeResult, photo_ref, style_ref
+from atelier.service.instant import StyleRef, StylizeResult, photo_ref, style_ref
 from atelier.service.uploads import (
     KINDS,
     confirm_upload,
@@ -113,6 +113,9 @@ def _stylize(
     size: int | None,
     preserve_color: bool,
     fmt: str,
+    blend_name: str | None = None,
+    blend_id: str | None = None,
+    blend: float = 0.5,
 ) -> Response:
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     if (content is None) == (content_id is None):
@@ -134,6 +137,11 @@ def _stylize(
         chosen = style_ref(services, upload=get_upload(services, style_id))
     else:
         chosen = style_ref(services, name=style_name)
+    if blend_name is not None and blend_id is not None:
+        raise ApiError(422, "invalid_request", "send at most one of blend_name and blend_id")
+    if blend_name is not None or blend_id is not None:
+        second = style_ref(services, name=blend_name) if blend_name is not None else style_ref(services, upload=get_upload(services, blend_id or ""))
+        chosen = StyleRef.blended(chosen, second, blend)
     result: StylizeResult = services.instant.stylize(
         photo, chosen, engine=engine, alpha=alpha, size=size, preserve_color=preserve_color
     )
@@ -143,6 +151,7 @@ def _stylize(
             "X-Stylize-Ms": f"{result.seconds * 1000:.1f}",
             "X-Batch-Size": str(result.batch_size),
             "X-Content-Cached": "1" if result.content_cached else "0",
+            "X-Result-Cached": "1" if result.result_cached else "0",
             "X-Image-Size": f"{result.image.width}x{result.image.height}",
         }
     )
@@ -165,6 +174,9 @@ def stylize(
     size: Annotated[int | None, Form(ge=8, description="Longest side of the result (capped by the server).")] = None,
     preserve_color: Annotated[bool, Form(description="Keep the photo's colours.")] = False,
     format: Annotated[ImageFormat, Form(description="jpeg, png or webp.")] = "jpeg",
+    blend_name: Annotated[str | None, Form(description="A second painting (catalog style) to blend with the first.")] = None,
+    blend_id: Annotated[str | None, Form(description="The id of an uploaded painting to blend with the first.")] = None,
+    blend: Annotated[float, Form(ge=0.0, le=1.0, description="The second painting's share of the blend.")] = 0.5,
 ) -> Response:
     """The photo painted in the style, as image bytes. The answer's ``X-Content-Id`` header names
     the stored photo: pass it as ``content_id`` to re-pick a style without sending it again."""
@@ -181,6 +193,9 @@ def stylize(
         size=size,
         preserve_color=preserve_color,
         fmt=format,
+        blend_name=blend_name or None,
+        blend_id=blend_id or None,
+        blend=blend,
     )
 
 
@@ -195,6 +210,9 @@ def stylize_get(
     size: Annotated[int | None, Query(ge=8)] = None,
     preserve_color: Annotated[bool, Query()] = False,
     format: Annotated[ImageFormat, Query()] = "jpeg",
+    blend_name: Annotated[str | None, Query(description="A second painting to blend with the first.")] = None,
+    blend_id: Annotated[str | None, Query(description="The id of an uploaded painting to blend with the first.")] = None,
+    blend: Annotated[float, Query(ge=0.0, le=1.0, description="The second painting's share of the blend.")] = 0.5,
 ) -> Response:
     """The same as POST, for an uploaded photo, as a link (an ``<img src>`` works without script)."""
     return _stylize(
@@ -209,6 +227,9 @@ def stylize_get(
         size=size,
         preserve_color=preserve_color,
         fmt=format,
+        blend_name=blend_name or None,
+        blend_id=blend_id or None,
+        blend=blend,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
@@ -61,6 +61,34 @@ def root(request: Request) -> RedirectResponse:
     """303 to the page in the visitor's language (Accept-Language, q-values honoured)."""
     locale = i18n.negotiate(request.headers.get("accept-language"))
     return RedirectResponse(f"/{locale}/", status_code=303, headers={"Vary": "Accept-Language"})
+
+
+#: Pages a visitor may type without the language in front (``/commission``): a redirect to the
+#: page in their language, never to a 404.
+UNPREFIXED_PAGES = ("commission",)
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """Browsers ask for /favicon.ico on their own: the SVG icon the pages name (every browser
+    that asks for this path reads SVG icons too)."""
+    from atelier.web.templating import STATIC_DIR
+
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/{name}")
+def one_segment(request: Request, name: str) -> Response:
+    """``/en`` (no slash) to ``/en/``, ``/commission`` to the page in the visitor's language,
+    anything else the 404 page itself (the router's own slash redirect would lead to
+    ``/name/``, which is a 404: a redirect to nowhere)."""
+    if name in i18n.LOCALES:
+        return RedirectResponse(f"/{name}/", status_code=308)
+    locale = i18n.negotiate(request.headers.get("accept-language"))
+    if name in UNPREFIXED_PAGES:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/{locale}/{name}{query}", status_code=303, headers={"Vary": "Accept-Language"})
+    return not_found(request, locale)
 
 
 def friendly_error(locale: str, exc: Exception) -> str:

@@ -52,10 +52,11 @@ def static_url(path: str) -> str:
 
 
 def other_locale_path(request: Request, locale: str, other: str) -> str:
-    """The same page in another language (the path's first segment swapped)."""
+    """The same page in another language (the path's first segment swapped; /docs, which has no
+    language in its path, has its twin under /{lang}/docs; other pages without one lead home)."""
     path = request.url.path
     prefix = f"/{locale}/"
-    rest = path[len(prefix):] if path.startswith(prefix) else ""
+    rest = path[len(prefix):] if path.startswith(prefix) else ("docs" if path == "/docs" else "")
     query = f"?{request.url.query}" if request.url.query else ""
     return f"/{other}/{rest}{query}"
 
