@@ -54,8 +54,9 @@ def _one_line(result) -> str:  # type: ignore[no-untyped-def]
         ["render", "{photo}", "--engine", "gatys", "--style", "{painting}", "-o", "{out}.png", "--device", "cuda"],
         ["render", "{clip}", "--style", "candy", "-o", "{out}.mp4", "--device", "cuda"],
         ["upscale", "{photo}", "-o", "{out}.png", "--device", "cuda"],
+        ["sheet", "{photo}", "-o", "{out}.png", "--device", "cuda"],
     ],
-    ids=["render-filter", "render-microast", "render-gatys", "render-video", "upscale"],
+    ids=["render-filter", "render-microast", "render-gatys", "render-video", "upscale", "sheet"],
 )
 def test_device_cuda_is_refused_in_one_line(command: list[str], photo: Path, painting: Path, clip: Path, tmp_path: Path) -> None:
     args = [a.format(photo=photo, painting=painting, clip=clip, out=tmp_path / "out") for a in command]
