@@ -18,8 +18,7 @@ from atelier.service.artworks import order_artwork
 from atelier.service.context import Services
 from atelier.store.db import Artwork, JobStatus, transaction
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg  # noqa: E402
+from tests.service.service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
 
 pytestmark = pytest.mark.slow
 

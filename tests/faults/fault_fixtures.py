@@ -1,4 +1,4 @@
-"""Helpers of the fault tests (plain code, importable by name): `atelier` processes, a private
+"""Helpers of the fault tests (plain code, ``tests.faults.fault_fixtures``): `atelier` processes, a private
 PostgreSQL server that a test may stop and start, an S3 API server that a test may take away.
 
 The fault tests break things on purpose, so they never break what other tests share: the
@@ -22,12 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-for sub in ("service", "web", "store"):
-    if str(TESTS / sub) not in sys.path:
-        sys.path.insert(0, str(TESTS / sub))
-
-from service_fixtures import free_port  # noqa: E402
+from tests.service.service_fixtures import free_port
 
 ATELIER = str(Path(sys.executable).with_name("atelier"))
 

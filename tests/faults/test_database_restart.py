@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from atelier.store.db import Job, JobStatus, OutboxEmail, make_engine, transaction
 
-from fault_fixtures import PrivatePostgres, Process, base_env, wait_ready, wait_until
-from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg, smtp_server
+from tests.faults.fault_fixtures import PrivatePostgres, Process, base_env, wait_ready, wait_until
+from tests.service.service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg, smtp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from atelier.store.db import OutboxEmail, make_engine, transaction
 
-from fault_fixtures import Process, base_env, wait_ready, wait_until
-from service_fixtures import Inbox, add_catalog_style, free_port, link_in, make_settings, small_jpeg
+from tests.faults.fault_fixtures import Process, base_env, wait_ready, wait_until
+from tests.service.service_fixtures import Inbox, add_catalog_style, free_port, link_in, make_settings, small_jpeg
 
 
 def _outbox(engine) -> list[OutboxEmail]:  # type: ignore[no-untyped-def]

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from atelier.store.blobs import S3BlobStore
 from atelier.store.db import Artwork, Job, Upload, make_engine, transaction
 
-from fault_fixtures import Process, base_env, wait_ready
-from s3_server import PolicyEnforcingMotoServer
-from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
+from tests.faults.fault_fixtures import Process, base_env, wait_ready
+from tests.store.s3_server import PolicyEnforcingMotoServer
+from tests.service.service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
 
 KEY_ID, SECRET = "fault-key", "fault-secret"
 

@@ -19,10 +19,10 @@ from atelier.service.context import Services
 from atelier.store.db import Artwork, Job, JobStatus, OutboxEmail, transaction
 from atelier.store.scratch import scratch_database
 
-from fault_fixtures import Process, base_env, wait_until
-from s3_server import PolicyEnforcingMotoServer
-from service_fixtures import add_catalog_style, free_port, small_jpeg, smtp_server
-from web_fixtures import postgres_server
+from tests.faults.fault_fixtures import Process, base_env, wait_until
+from tests.store.s3_server import PolicyEnforcingMotoServer
+from tests.service.service_fixtures import add_catalog_style, free_port, small_jpeg, smtp_server
+from tests.web.web_fixtures import postgres_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -1,8 +1,2 @@
-"""Fixtures of the service tests; shared helpers live in service_fixtures.py."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+"""Fixtures of the service tests; shared helpers live in service_fixtures.py (imported as
+``tests.service.service_fixtures``)."""

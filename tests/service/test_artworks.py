@@ -25,7 +25,7 @@ from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, Job, OutboxEmail, Upload, transaction
 
-from service_fixtures import add_catalog_style, install_test_style, make_settings, microast_painter, small_jpeg
+from tests.service.service_fixtures import add_catalog_style, install_test_style, make_settings, microast_painter, small_jpeg
 
 
 @pytest.fixture

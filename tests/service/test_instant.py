@@ -27,7 +27,7 @@ from atelier.service.instant import (
     stylize_image,
 )
 
-from service_fixtures import small_jpeg
+from tests.service.service_fixtures import small_jpeg
 
 LIMITS = {"max_pixels": 10**8, "max_bytes": 10**8}
 

@@ -28,7 +28,7 @@ from atelier.service.mail import (
 from atelier.store.db import OutboxEmail, make_engine, transaction, utcnow
 from atelier.store.migrations import upgrade
 
-from service_fixtures import Inbox, free_port
+from tests.service.service_fixtures import Inbox, free_port
 
 # ------------------------------------------------------------------------------------------------
 # a real SMTP server on loopback

@@ -21,7 +21,7 @@ from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, Job, OutboxEmail, ProcessedEvent, Sale, transaction, utcnow
 
-from service_fixtures import add_catalog_style, make_settings, microast_painter, small_jpeg
+from tests.service.service_fixtures import add_catalog_style, make_settings, microast_painter, small_jpeg
 
 SECRET = "whsec_test_3c1b0e8f2a"
 

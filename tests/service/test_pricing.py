@@ -27,7 +27,7 @@ from atelier.service.pricing import (
     price_table_of,
 )
 
-from mmdb_fixtures import write_country_mmdb
+from tests.service.mmdb_fixtures import write_country_mmdb
 
 
 def settings(tmp_path: Path, **values: Any) -> Settings:

@@ -17,7 +17,7 @@ from atelier.service.context import Services
 from atelier.service.worker import JobContext, PermanentJobError, Worker, is_permanent
 from atelier.store.db import JobStatus
 
-from service_fixtures import make_settings
+from tests.service.service_fixtures import make_settings
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +21,8 @@ from sqlalchemy import Engine, MetaData
 from atelier.store.db import Base, make_engine
 from atelier.store.migrations import upgrade
 from atelier.store.queue import JobQueue
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from s3_server import PolicyEnforcingMotoServer  # noqa: E402
-from store_fixtures import BACKENDS, S3_CREDENTIALS, free_port  # noqa: E402,F401 - used by the fixtures below
+from tests.store.s3_server import PolicyEnforcingMotoServer
+from tests.store.store_fixtures import BACKENDS, S3_CREDENTIALS, free_port
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SKIP_POSTGRES = os.environ.get("ATELIER_TEST_SKIP_POSTGRES") == "1"

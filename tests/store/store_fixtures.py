@@ -1,7 +1,7 @@
-"""Plain helpers of the store tests, importable by name (``from store_fixtures import ...``).
+"""Plain helpers of the store tests (``from tests.store.store_fixtures import ...``).
 
-Test modules must not ``from conftest import``: every test folder has a conftest.py, and which
-one the name ``conftest`` means depends on what pytest loaded last.
+Test modules must not ``from conftest import``: fixtures come from pytest, helpers from the
+``*_fixtures`` modules, imported by their full name in the ``tests`` package.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from atelier.store.errors import (
     PolicyError,
     StorageConfigError,
 )
-from store_fixtures import S3_CREDENTIALS, free_port
+from tests.store.store_fixtures import S3_CREDENTIALS, free_port
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4  # header bytes are enough for a store
 

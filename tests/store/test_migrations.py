@@ -18,7 +18,7 @@ from atelier.store.migrations import (
     is_up_to_date,
     upgrade,
 )
-from store_fixtures import BACKENDS
+from tests.store.store_fixtures import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

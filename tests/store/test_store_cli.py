@@ -21,7 +21,7 @@ from atelier.store.bench import bench_queue
 from atelier.store.blobs import LocalBlobStore, new_key
 from atelier.store.db import Base, make_engine
 from atelier.store.migrations import head_revision, upgrade
-from store_fixtures import BACKENDS
+from tests.store.store_fixtures import BACKENDS
 
 ATELIER = [sys.executable, "-c", "from atelier.cli import main; main()"]
 

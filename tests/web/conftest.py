@@ -4,7 +4,6 @@ services and an app on them, small real photos and paintings as file bytes."""
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,8 @@ from atelier.config import Settings
 from atelier.service.context import Services
 from atelier.web.app import create_app
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from service_fixtures import make_settings, small_jpeg  # noqa: E402
-from web_fixtures import postgres_server  # noqa: E402
+from tests.service.service_fixtures import make_settings, small_jpeg
+from tests.web.web_fixtures import postgres_server
 
 
 @pytest.fixture
@@ -81,7 +78,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def smtp() -> Iterator[tuple]:
-    from service_fixtures import smtp_server
+    from tests.service.service_fixtures import smtp_server
 
     inbox, controller, port = smtp_server()
     yield inbox, port

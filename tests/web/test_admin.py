@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from atelier.service import admin
 from atelier.service.context import Services
 from atelier.store.db import JobStatus
-from web_fixtures import form_token
+from tests.web.web_fixtures import form_token
 
 TOKEN = "correct horse battery staple 42"
 

@@ -16,7 +16,7 @@ from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, transaction
 
-from service_fixtures import install_test_style, microast_painter
+from tests.service.service_fixtures import install_test_style, microast_painter
 
 
 def _order(client: TestClient, photo: bytes, **data: str):  # type: ignore[no-untyped-def]

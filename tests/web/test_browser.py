@@ -16,8 +16,8 @@ import pytest
 
 from atelier.web.app import create_app
 
-from web_fixtures import LiveServer
-from service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
+from tests.web.web_fixtures import LiveServer
+from tests.service.service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from atelier.service.context import Services
 from atelier.web.app import create_app
 from atelier.web.security import HUMAN_COOKIE
-from service_fixtures import make_settings
-from test_captcha import FakeVerify
-from web_fixtures import form_token
+from tests.service.service_fixtures import make_settings
+from tests.service.captcha_fixtures import FakeVerify
+from tests.web.web_fixtures import form_token
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from atelier.web.app import create_app
 from atelier.web.security import CSRF_COOKIE, csrf_protect
-from web_fixtures import form_token
+from tests.web.web_fixtures import form_token
 
 
 def test_a_form_post_without_the_token_is_refused_in_the_page_language(client: TestClient, photo_bytes: bytes) -> None:

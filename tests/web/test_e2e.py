@@ -20,8 +20,8 @@ from PIL import Image
 
 from atelier.web.app import create_app
 
-from web_fixtures import LiveServer
-from service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg
+from tests.web.web_fixtures import LiveServer
+from tests.service.service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg
 
 pytestmark = pytest.mark.slow
 

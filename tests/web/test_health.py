@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from atelier.service.context import Services
 from atelier.web.app import create_app
 
-from service_fixtures import make_settings
+from tests.service.service_fixtures import make_settings
 
 
 def test_healthz_answers_ok(client: TestClient) -> None:

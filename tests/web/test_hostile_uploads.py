@@ -21,8 +21,8 @@ from PIL import Image
 
 from atelier.service.context import Services
 from atelier.web.app import create_app
-from service_fixtures import free_port, make_settings
-from web_fixtures import LiveServer, form_token
+from tests.service.service_fixtures import free_port, make_settings
+from tests.web.web_fixtures import LiveServer, form_token
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -16,8 +16,8 @@ from atelier.service.worker import Worker
 from atelier.store.db import Artwork, transaction
 from atelier.web.templating import STATIC_DIR
 
-from service_fixtures import install_test_style, microast_painter
-from web_fixtures import form_token
+from tests.service.service_fixtures import install_test_style, microast_painter
+from tests.web.web_fixtures import form_token
 
 
 class Page(HTMLParser):

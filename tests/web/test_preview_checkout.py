@@ -21,9 +21,9 @@ from atelier.service.worker import Worker
 from atelier.store.db import Artwork, transaction
 from atelier.web.app import create_app
 
-from mmdb_fixtures import write_country_mmdb
-from service_fixtures import free_port, install_test_style, make_settings, microast_painter, small_jpeg
-from web_fixtures import LiveServer
+from tests.service.mmdb_fixtures import write_country_mmdb
+from tests.service.service_fixtures import free_port, install_test_style, make_settings, microast_painter, small_jpeg
+from tests.web.web_fixtures import LiveServer
 
 TRUST_CF = {"trusted_country_headers": ("CF-IPCountry",)}
 CHROMIUM = Path("/usr/bin/chromium")

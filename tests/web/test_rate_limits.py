@@ -17,8 +17,8 @@ from atelier.store.db import make_engine
 from atelier.store.migrations import upgrade
 from atelier.web.app import create_app
 from atelier.web.security import client_address
-from service_fixtures import install_test_style, make_settings
-from web_fixtures import form_token
+from tests.service.service_fixtures import install_test_style, make_settings
+from tests.web.web_fixtures import form_token
 
 
 def app_client(settings, peer: str = "testclient") -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-u
         engine.dispose()
         return
     from atelier.store.scratch import scratch_database
-    from web_fixtures import postgres_server
+    from tests.web.web_fixtures import postgres_server
 
     with scratch_database(postgres_server(), prefix="atelier_limits") as url:
         engine = make_engine(url)
@@ -173,8 +173,8 @@ def test_admin_sign_in_attempts_are_limited_per_address(tmp_path: Path, models_d
 def test_a_client_over_its_limit_is_refused_before_sending_its_file(tmp_path: Path, models_dir: Path, photo_bytes: bytes) -> None:
     import socket
 
-    from service_fixtures import free_port
-    from web_fixtures import LiveServer
+    from tests.service.service_fixtures import free_port
+    from tests.web.web_fixtures import LiveServer
 
     settings = make_settings(tmp_path, models_dir, rate_limit_uploads_per_ip=1)
     services = Services.open(settings, public_url="http://127.0.0.1")

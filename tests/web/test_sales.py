@@ -33,8 +33,8 @@ from atelier.service.worker import Worker
 from atelier.store.db import Artwork, transaction, utcnow
 from atelier.web.app import create_app
 
-from service_fixtures import PREVIEW_MARK, add_catalog_style, free_port, link_in, make_settings, microast_painter
-from web_fixtures import LiveServer
+from tests.service.service_fixtures import PREVIEW_MARK, add_catalog_style, free_port, link_in, make_settings, microast_painter
+from tests.web.web_fixtures import LiveServer
 
 
 SECRET = "whsec_web_5d7a1f"
@@ -361,13 +361,11 @@ def test_preview_pay_hd_mail_download_end_to_end(
 
 
 def test_with_s3_storage_the_download_is_a_short_lived_presigned_link(tmp_path: Path, models_dir: Path, style_dir: Path, photo_bytes: bytes) -> None:
-    import sys
     import uuid
 
     import boto3
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-    from s3_server import PolicyEnforcingMotoServer
+    from tests.store.s3_server import PolicyEnforcingMotoServer
 
     from atelier.service import payments
 

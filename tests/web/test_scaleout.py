@@ -22,11 +22,9 @@ from sqlalchemy import select
 from atelier.store.db import Job, JobStatus, Worker, make_engine, transaction
 from atelier.store.scratch import scratch_database
 
-from web_fixtures import postgres_server
-from service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg, smtp_server, tiny_clip
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from s3_server import PolicyEnforcingMotoServer  # noqa: E402
+from tests.web.web_fixtures import postgres_server
+from tests.service.service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg, smtp_server, tiny_clip
+from tests.store.s3_server import PolicyEnforcingMotoServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

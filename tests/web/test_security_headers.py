@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from atelier.service.context import Services
 from atelier.web.app import create_app
 from atelier.web.templating import TEMPLATES_DIR
-from service_fixtures import make_settings
+from tests.service.service_fixtures import make_settings
 
 EXPECTED = {
     "x-content-type-options": "nosniff",

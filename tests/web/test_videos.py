@@ -14,8 +14,8 @@ from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import OutboxEmail, transaction
 
-from service_fixtures import tiny_clip
-from web_fixtures import form_token
+from tests.service.service_fixtures import tiny_clip
+from tests.web.web_fixtures import form_token
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Helpers of the web tests (plain code, importable by name): PostgreSQL, a live server."""
+"""Helpers of the web tests (plain code, ``tests.web.web_fixtures``): PostgreSQL, a live server."""
 
 from __future__ import annotations
 
