@@ -14,7 +14,7 @@ from atelier.art.images import decode_image
 from atelier.service.context import Services
 from atelier.service.instant import stylize_image
 
-from service_fixtures import small_jpeg
+from tests.service.service_fixtures import small_jpeg
 
 
 def _image(response) -> Image.Image:  # type: ignore[no-untyped-def]
