@@ -73,7 +73,10 @@ def serve(
         host=host,
         port=port,
         log_level="info",
-        proxy_headers=True,
+        # Off: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default and rewrite the
+        # peer before ATELIER_TRUSTED_PROXIES is consulted (atelier.web.security.ClientAddress
+        # is the one place that decides the client's address).
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

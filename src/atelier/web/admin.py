@@ -18,6 +18,7 @@ from atelier.service import admin
 from atelier.service.context import Services
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
+from atelier.web.security import client_ip
 from atelier.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ async def admin_page(services: ServicesDep, request: Request, status: str | None
 def login(services: ServicesDep, request: Request, token: Annotated[str, Form()] = "") -> Response:
     _enabled(services)
     if not admin.check_token(services, token):
-        log.warning("admin: wrong token from %s", request.client.host if request.client else "?")
+        log.warning("admin: wrong token from %s", client_ip(request) or "?")
         return _login_page(request, error=True, status_code=401)
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(

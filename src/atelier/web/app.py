@@ -154,6 +154,8 @@ def create_app(
         hsts=(settings.public_url or "").startswith("https://"),
     )
     app.add_middleware(RequestMetrics, metrics=_MetricsProxy(app))
+    # Outermost of all: who the client is, decided once (ATELIER_TRUSTED_PROXIES).
+    app.add_middleware(security.ClientAddress, trusted=settings.trusted_proxies)
     return app
 
 

@@ -155,7 +155,34 @@ def client_address(scope: Scope, trusted: tuple[str, ...]) -> str:
 
 
 def client_ip(request: Request) -> str:
-    return client_address(request.scope, request.app.state.settings.trusted_proxies)
+    """The client's address as :class:`ClientAddress` decided it for this request."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else ""
+
+
+class ClientAddress:
+    """ASGI middleware, the outermost layer: the one place that decides who the client is.
+
+    It replaces the scope's ``client`` with :func:`client_address` of the TCP peer and
+    ATELIER_TRUSTED_PROXIES, so that every later reader (the rate limits, the captcha, the
+    price's country, the log lines, ``request.client``) sees the same address. The server must
+    hand it the real peer: ``atelier serve`` runs uvicorn with ``proxy_headers=False``, because
+    uvicorn's own handling trusts ``X-Forwarded-For`` from 127.0.0.1 by default and would
+    rewrite the peer before this setting is consulted. The original peer stays in the scope's
+    state as ``atelier_peer``.
+    """
+
+    def __init__(self, app: ASGIApp, *, trusted: tuple[str, ...]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            address = client_address(scope, self.trusted)
+            scope.setdefault("state", {})["atelier_peer"] = str(client[0]) if client else ""
+            scope["client"] = (address, int(client[1]) if client else 0)
+        await self.app(scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------------------
