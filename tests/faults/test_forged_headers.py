@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fault_fixtures import Process, base_env, wait_ready
-from service_fixtures import free_port
+from tests.faults.fault_fixtures import Process, base_env, wait_ready
+from tests.service.service_fixtures import free_port
 
 ADMIN_TOKEN = "the-operator-token-" + "x" * 20
 
