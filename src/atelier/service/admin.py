@@ -2,14 +2,14 @@
 workers and their heartbeats, failures with their errors, the outbox.
 
 Access is a shared secret, ATELIER_ADMIN_TOKEN, compared in constant time; the web layer turns
-a correct token into a signed, short-lived session cookie (:func:`session_value`).
+a correct token into a session kept in the database (:func:`session_value`), which signing out
+ends (:func:`end_session`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import desc, func, select
 
 from atelier.service.context import Services
+from atelier.store import sessions
 from atelier.store.db import Artwork, Job, JobStatus, OutboxEmail, transaction
 
 #: How long an operator's session lasts.
@@ -31,30 +32,28 @@ def check_token(services: Services, given: str | None) -> bool:
     return hmac.compare_digest(hashlib.sha256(expected.encode()).digest(), hashlib.sha256(given.encode()).digest())
 
 
-def _signature(services: Services, expires: int) -> str:
+def _token_digest(services: Services) -> str:
+    # Bound to the token and the secret key: changing either ends every session.
     token = services.settings.admin_token or ""
-    # Bound to the token too: changing ATELIER_ADMIN_TOKEN ends every session.
-    message = f"admin:{expires}:{hashlib.sha256(token.encode()).hexdigest()}".encode()
-    return hmac.new(services.secret, message, hashlib.sha256).hexdigest()
+    return hmac.new(services.secret, f"admin-token:{token}".encode(), hashlib.sha256).hexdigest()
 
 
 def session_value(services: Services, *, now: float | None = None) -> str:
-    """A cookie value proving a correct token was given, valid for SESSION_SECONDS."""
-    expires = int((now or time.time()) + SESSION_SECONDS)
-    return f"{expires}.{_signature(services, expires)}"
+    """Open a session for an operator who gave the right token; the cookie's value, valid for
+    SESSION_SECONDS or until :func:`end_session`."""
+    return sessions.open_session(services.engine, token_digest=_token_digest(services), lifetime_seconds=SESSION_SECONDS, now=now)
 
 
 def check_session(services: Services, value: str | None, *, now: float | None = None) -> bool:
-    if not services.settings.admin_token or not value or "." not in value:
+    """Whether the cookie ``value`` is an open session (always False when no token is set)."""
+    if not services.settings.admin_token:
         return False
-    expires_text, _, signature = value.partition(".")
-    try:
-        expires = int(expires_text)
-    except ValueError:
-        return False
-    if expires < (now or time.time()):
-        return False
-    return hmac.compare_digest(_signature(services, expires), signature)
+    return sessions.session_is_open(services.engine, value, token_digest=_token_digest(services), now=now)
+
+
+def end_session(services: Services, value: str | None) -> None:
+    """Sign out: the session is gone for every copy of its cookie."""
+    sessions.close_session(services.engine, value)
 
 
 @dataclass(frozen=True)

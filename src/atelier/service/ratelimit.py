@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete
+from sqlalchemy import case, delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -116,3 +116,17 @@ def enforce(
     if not decision.allowed:
         log.warning("rate limit: %s per %s over %d (retry in %d s)", scope, kind, limit, decision.retry_after)
         raise RateLimitedError(scope, kind, decision.retry_after)
+
+
+def refund(engine: Engine, *, scope: str, kind: str, value: str, window_seconds: int, now: float | None = None) -> None:
+    """Take back one counted request of the current window (one that turned out to be
+    legitimate: the right admin token sent as a header is counted first, so that guesses sent
+    all at once cannot pass the limit before their count is known, and refunded after)."""
+    now = time.time() if now is None else now
+    start = int(now) - int(now) % window_seconds
+    with transaction(engine) as session:
+        session.execute(
+            update(RateCounter)
+            .where(RateCounter.key == counter_key(scope, kind, value), RateCounter.window_start == start, RateCounter.hits > 0)
+            .values(hits=RateCounter.hits - 1)
+        )

@@ -292,6 +292,20 @@ class RateCounter(Base):
     hits: Mapped[int] = mapped_column(Integer)
 
 
+class AdminSession(Base):
+    """An operator signed in at /admin (see store/sessions.py). Kept here, not only in the
+    cookie, so that signing out ends the session for every copy of the cookie."""
+
+    __tablename__ = "admin_sessions"
+
+    #: SHA-256 of the cookie's random value (the value itself is never stored).
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Which admin token (and secret key) opened it: changing either ends the session.
+    token_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # engines and transactions
 

@@ -324,7 +324,8 @@ async def check_captcha(request: Request) -> None:
 # rate limits
 
 
-async def _limit(request: Request, scope: str, kind: str, value: str, limit: int) -> None:
+async def rate_limit(request: Request, scope: str, kind: str, value: str, limit: int) -> None:
+    """Count this request of ``value`` against ``limit`` per window; :class:`Refusal` 429 over it."""
     if limit <= 0 or not value:
         return
     services: Services = request.app.state.services
@@ -355,7 +356,7 @@ async def commission_guard(request: Request) -> None:
     form = await request.form(**FORM_LIMITS)
     email = form.get("email")
     if isinstance(email, str) and email.strip():
-        await _limit(request, "commission", "email", email, settings.rate_limit_commissions_per_email)
+        await rate_limit(request, "commission", "email", email, settings.rate_limit_commissions_per_email)
     await check_captcha(request)
 
 
@@ -384,7 +385,7 @@ class AddressLimits:
                     request = Request(scope, receive)
                     limit = getattr(request.app.state.settings, setting)
                     try:
-                        await _limit(request, name, "ip", client_ip(request), limit)
+                        await rate_limit(request, name, "ip", client_ip(request), limit)
                     except Refusal as refusal:
                         response = refusal_response(request, refusal)
                         response.headers["Connection"] = "close"  # the body is never read
