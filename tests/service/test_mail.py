@@ -181,6 +181,30 @@ def test_a_mail_reaches_a_real_smtp_server(engine: Engine, smtp_server: tuple[In
     assert row.status == "sent" and row.sent_at is not None and row.attempts == 1
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?attacker=40evil.test=2C_second=40evil.test=2C?=@example.com",
+        "=?utf-8?q?=3Cscript=3E?=@example.com",
+        "=?utf-8?q?ana=0D=0ABcc=3A_x=40evil.test?=@example.com",
+    ],
+)
+def test_an_address_with_encoded_words_is_refused_for_good_not_sent_or_retried(
+    engine: Engine, smtp_server: tuple[Inbox, int], address: str
+) -> None:
+    # Rows queued before the door checked addresses (or by any other path): the sender refuses
+    # them itself, at once, without a retry and without talking to the server.
+    inbox, port = smtp_server
+    _queue(engine, to=address)
+    _queue(engine)
+    mailer = Mailer(engine, SmtpTransport(f"smtp://127.0.0.1:{port}", timeout=5), mail_from="Atelier <hi@atelier.test>")
+    assert mailer.send_due() == 1
+    refused, sent = _rows(engine)
+    assert refused.status == "dead" and refused.attempts == 1 and "address" in (refused.last_error or "")
+    assert sent.status == "sent"
+    assert inbox.envelopes == [("hi@atelier.test", ["ana@example.com"])]
+
+
 def test_starttls_and_login(engine: Engine, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     inbox = Inbox()
     port = free_port()

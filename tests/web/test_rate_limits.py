@@ -65,6 +65,36 @@ def test_commissions_are_limited_per_email_whatever_the_case(limited: TestClient
     assert again.status_code == 429 and "email" in again.json()["error"]["message"]
 
 
+def test_plus_tags_and_gmail_dots_count_as_the_same_address(tmp_path: Path, models_dir: Path, photo_bytes: bytes, style_dir: Path) -> None:
+    settings = make_settings(tmp_path, models_dir, rate_limit_commissions_per_email=2)
+    for client in app_client(settings):
+        install_test_style(client.app.state.services, style_dir)  # type: ignore[attr-defined]
+
+        def order(email: str) -> int:
+            answer = client.post("/api/v1/artworks", data={"style_name": "starry-night", "email": email}, files={"content": ("a.jpg", photo_bytes, "image/jpeg")})
+            return answer.status_code
+
+        assert [order("pe@example.com"), order("pe+1@example.com"), order("PE+2@Example.com")] == [201, 201, 429]
+        assert [order("p.e.x@gmail.com"), order("pex+1@googlemail.com"), order("P.EX@gmail.com")] == [201, 201, 429]
+        # The mail still goes to the address given, tag and all.
+        from atelier.store.db import Artwork, transaction
+
+        with transaction(client.app.state.services.engine, read_only=True) as session:  # type: ignore[attr-defined]
+            owners = sorted(a.owner_email for a in session.query(Artwork))
+        assert owners == ["p.e.x@gmail.com", "pe+1@example.com", "pe@example.com", "pex+1@googlemail.com"]
+
+
+def test_an_address_hiding_encoded_words_is_refused_at_the_form(limited: TestClient, photo_bytes: bytes, style_dir: Path) -> None:
+    install_test_style(limited.app.state.services, style_dir)  # type: ignore[attr-defined]
+    hostile = "=?utf-8?q?attacker=40evil.test=2C_second=40evil.test=2C?=@example.com"
+    answer = limited.post("/api/v1/artworks", data={"style_name": "starry-night", "email": hostile}, files={"content": ("a.jpg", photo_bytes, "image/jpeg")})
+    assert answer.status_code == 422 and "email" in answer.json()["error"]["message"]
+    token = form_token(limited, "/en/commission")
+    other = "=?utf-8?q?=3Cscript=3E?=@example.com"  # a fresh address: the first one's limit is used up
+    page = limited.post("/en/commission", data={"csrf_token": token, "style": "starry-night", "email": other}, files={"photo": ("a.jpg", photo_bytes, "image/jpeg")})
+    assert page.status_code in (400, 422) and "email address does not look right" in page.text
+
+
 def test_two_web_processes_on_one_database_share_the_count(tmp_path: Path, models_dir: Path, photo_bytes: bytes) -> None:
     database = f"sqlite:///{tmp_path / 'shared.db'}"
     one = make_settings(tmp_path / "one", models_dir, database_url=database, storage_url=(tmp_path / "blobs").as_uri(), rate_limit_uploads_per_ip=3)

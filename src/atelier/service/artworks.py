@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +33,7 @@ from atelier.art.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.service import i18n
 from atelier.service.context import Services
+from atelier.service.emails import EmailAddressError, validate_address
 from atelier.service.mail import queue_mail
 from atelier.service.uploads import get_upload, load_image, store_upload
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
@@ -50,7 +50,6 @@ PREVIEW_JOB = "artwork.preview"
 #: Painting a commission is slow and retrying costs as much again: fewer attempts than the default.
 PREVIEW_ATTEMPTS = 3
 
-_EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 class ArtworkStatus:
@@ -121,11 +120,11 @@ class ArtworkView:
 
 
 def check_email(email: str) -> str:
-    """The address, trimmed, if it looks deliverable; :class:`OrderError` if not."""
-    email = (email or "").strip()
-    if len(email) > 254 or not _EMAIL.match(email):
-        raise OrderError("that email address does not look right; please check it")
-    return email
+    """The address, checked (:func:`atelier.service.emails.validate_address`); :class:`OrderError` if not."""
+    try:
+        return validate_address(email)
+    except EmailAddressError as exc:
+        raise OrderError(f"that email address does not look right; please check it ({exc})") from None
 
 
 def preview_key(artwork: Artwork) -> str:

@@ -42,6 +42,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from atelier.service import i18n
+from atelier.service.emails import EmailAddressError, validate_address
 from atelier.store.db import OutboxEmail, insert_new, utcnow
 
 if TYPE_CHECKING:
@@ -495,10 +496,16 @@ class Mailer:
         return sorted((_Claimed(*row) for row in rows), key=lambda m: m.id)
 
     def message(self, mail: _Claimed) -> EmailMessage:
+        try:
+            # Checked at the door too; a row from before that check, or from any other path,
+            # is refused for good here (a retry cannot make an address valid).
+            to = validate_address(mail.to_addr)
+        except EmailAddressError as exc:
+            raise PermanentMailError(f"not a valid recipient address: {exc}") from None
         message = EmailMessage()
         message["Subject"] = mail.subject
         message["From"] = self.mail_from
-        message["To"] = mail.to_addr
+        message["To"] = to
         message["Date"] = format_datetime(datetime.now().astimezone())
         domain = parseaddr(self.mail_from)[1].rpartition("@")[2] or "localhost"
         # Stable per outbox row: a retried send carries the same id, so a mail server that got

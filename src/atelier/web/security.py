@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from atelier.service import i18n
 from atelier.service.captcha import GENERIC_FIELD, HEADER, Captcha, CaptchaError, CaptchaUnavailableError
 from atelier.service.context import Services
+from atelier.service.emails import limit_key
 from atelier.service.i18n import lazy
 from atelier.service.ratelimit import RateLimitedError, enforce
 
@@ -356,7 +357,9 @@ async def commission_guard(request: Request) -> None:
     form = await request.form(**FORM_LIMITS)
     email = form.get("email")
     if isinstance(email, str) and email.strip():
-        await rate_limit(request, "commission", "email", email, settings.rate_limit_commissions_per_email)
+        # Counted under the mailbox, not the spelling: pe+1@ and PE@ are pe@ (the mail still
+        # goes to the address as given).
+        await rate_limit(request, "commission", "email", limit_key(email), settings.rate_limit_commissions_per_email)
     await check_captcha(request)
 
 
