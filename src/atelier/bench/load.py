@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from atelier.bench.server import Server, serve
+from atelier.extras import need
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def _expect(response: Any, *statuses: int) -> Any:
 async def _prepare(url: str, photos: list[bytes], size: int) -> tuple[list[str], list[str]]:
     """Warm-up: every photo uploaded and painted once (caches and engines filled before the
     window), and the commissions to poll ordered. The upload ids and the artwork status URLs."""
-    import httpx
+    httpx = need("httpx")
 
     async with httpx.AsyncClient(base_url=url, timeout=300) as http:
         upload_ids = []
@@ -253,7 +254,7 @@ async def _prepare(url: str, photos: list[bytes], size: int) -> tuple[list[str],
 async def _client(
     index: int, url: str, report: LoadReport, stop_at: float, photos: list[bytes], upload_ids: list[str], status_urls: list[str], size: int
 ) -> None:
-    import httpx
+    httpx = need("httpx")
 
     rng = random.Random(index)
     kinds, weights = list(MIX), list(MIX.values())

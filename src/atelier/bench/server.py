@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from atelier.extras import need
+
 
 @dataclass(frozen=True)
 class Server:
@@ -44,7 +46,7 @@ def serve(
     """``atelier serve --workers N`` with ``settings`` (``ATELIER_*`` variables) on a free port,
     its output in ``log_path``; yields once ``ready_path`` answers 200. RuntimeError with the end
     of the log when it exits or does not get ready in ``start_timeout`` seconds."""
-    import httpx
+    httpx = need("httpx")
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}

@@ -31,6 +31,7 @@ from pathlib import Path
 from atelier.bench.engines import synthetic_image
 from atelier.bench.server import serve
 from atelier.bench.timing import Row
+from atelier.extras import need
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def run_load(
     engine: str = "microast",
 ) -> LoadResult:
     """``clients`` threads calling stylize for ``seconds``; what they saw."""
-    import httpx
+    httpx = need("httpx")
 
     with httpx.Client(base_url=base, timeout=300) as http:
         style_id = _upload(http, _jpeg(512, 512, seed=99), kind="style")
@@ -217,7 +218,7 @@ def _batch_totals(base: str) -> dict[str, float]:
     """Batches the server painted and the images in them (over its recent window of 1000
     batches): the difference of two readings is what one load run did, so that runs can share a
     server. Zeros when the server does not say."""
-    import httpx
+    httpx = need("httpx")
 
     try:
         batches = httpx.get(f"{base}/api/v1/stats", timeout=10).json()["stylize"]["batches"]
@@ -229,7 +230,7 @@ def _batch_totals(base: str) -> dict[str, float]:
 def first_vs_repick(base: str, *, width: int, height: int, repeats: int = 5) -> tuple[list[float], list[float]]:
     """One client: stylize a new photo (sent with the request), then re-pick another style for
     it by content_id; the server-side milliseconds of each, ``repeats`` times."""
-    import httpx
+    httpx = need("httpx")
 
     first, repick = [], []
     with httpx.Client(base_url=base, timeout=300) as http:

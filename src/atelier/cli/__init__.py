@@ -15,6 +15,7 @@ import typer
 
 from atelier import __version__
 from atelier.art.errors import ArtError
+from atelier.extras import MissingExtraError
 
 app = typer.Typer(
     name="atelier",
@@ -66,6 +67,8 @@ def refusals() -> Iterator[None]:
         raise fail(f"no such file: {exc.filename or exc}") from None
     except IsADirectoryError as exc:
         raise fail(f"is a folder, not a file: {exc.filename or exc}") from None
+    except MissingExtraError as exc:
+        raise fail(str(exc)) from None
 
 
 def _register() -> None:
@@ -87,4 +90,8 @@ def main() -> None:
     # Before anything allocates: see atelier.runtime for why (1.3-1.8x on these CPUs).
     tune_allocator()
     _register()
-    app()
+    try:
+        app()
+    except MissingExtraError as exc:  # an optional package a setting or command needs
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

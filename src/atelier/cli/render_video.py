@@ -3,7 +3,7 @@
 ``atelier render`` (cli/render.py) hands a clip here when :func:`is_video_job` says so. The
 engine is loaded once, the style encoded once, and :func:`atelier.art.video.stylize_video` does
 the rest; this module only turns options and settings into a painter and prints the result.
-It imports PyAV and OpenCV only when a clip is actually rendered (they are the ``video`` extra).
+It imports PyAV and OpenCV only when a clip is actually rendered (a photo need not pay for them).
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ def render_video(
         raise fail(f"cannot write a video to {output.name}: use a .mp4, .m4v, .mov or .gif output file")
     try:
         from atelier.art import video
-    except ImportError as exc:  # PyAV / OpenCV are the optional "video" extra
-        raise fail(f"video needs PyAV and OpenCV ({exc.name} is missing): pip install 'atelier[video]'") from None
+    except ImportError as exc:  # PyAV and OpenCV are base dependencies: a damaged install
+        raise fail(
+            f"video needs PyAV and OpenCV ({exc.name} is missing), which atelier installs: "
+            "pip install --force-reinstall atelier"
+        ) from None
 
     from atelier.art.devices import resolve_device
     from atelier.cli.progressbar import progress_bar

@@ -12,7 +12,7 @@ from types import FrameType
 import typer
 
 from atelier.cli import app, fail
-from atelier.config import get_settings
+from atelier.config import Settings, get_settings
 from atelier.runtime import one_malloc_arena
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,15 @@ def _check_device(device: str) -> None:
         raise fail(f"ATELIER_DEVICE: {exc}") from None
 
 
+def _check_extras(settings: Settings) -> None:
+    """A setting that needs an optional package that is missing: refuse at start, in one line."""
+    from atelier.extras import missing_for
+
+    missing = missing_for(settings)
+    if missing is not None:
+        raise fail(str(missing))
+
+
 @app.command("serve")
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on (default: ATELIER_HOST, 127.0.0.1)."),
@@ -60,6 +69,7 @@ def serve(
     _log_info()
     settings = get_settings()
     _check_device(settings.device)
+    _check_extras(settings)
     host = host or settings.host
     port = settings.port if port is None else port
     public_url = public_url_of(settings, host=host, port=port)
@@ -103,6 +113,7 @@ def worker(
     _log_info()
     settings = get_settings()
     _check_device(settings.device)
+    _check_extras(settings)
     try:
         services = Services.open(settings)
     except Exception as exc:  # noqa: BLE001

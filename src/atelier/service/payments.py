@@ -30,6 +30,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from atelier.art.images import encode_image
+from atelier.extras import need
 from atelier.service import i18n
 from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter, mail_owner
 from atelier.service.context import Services
@@ -165,7 +166,7 @@ def start_checkout(
 
 def stripe_client(services: Services) -> Any:
     """A Stripe client on ``ATELIER_STRIPE_SECRET_KEY`` (and ``ATELIER_STRIPE_API_BASE``)."""
-    import stripe
+    stripe = need("stripe")
 
     settings = services.settings
     assert settings.stripe_secret_key
@@ -185,7 +186,7 @@ def _stripe_session(
     success_url: str,
     cancel_url: str,
 ) -> tuple[str, str]:
-    import stripe
+    stripe = need("stripe")
 
     params: dict[str, Any] = {
         "mode": "payment",
@@ -282,7 +283,7 @@ def handle_stripe_webhook(services: Services, *, payload: bytes, signature: str 
     unknown artwork (answer 4xx: no retry helps); database errors propagate (answer 5xx: Stripe
     retries, and the event is recorded by a later delivery).
     """
-    import stripe
+    stripe = need("stripe")
 
     secret = services.settings.stripe_webhook_secret
     if not secret:

@@ -38,6 +38,7 @@ from babel.numbers import (
 
 from atelier.art.errors import ArtError
 from atelier.config import Settings
+from atelier.extras import need
 from atelier.service import i18n
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _country_code(value: str | None) -> str | None:
 def geoip_reader(database: Path) -> Any:
     """The GeoIP2 reader of ``database``, opened once per process (it memory-maps the file and is
     safe to share between threads)."""
-    import geoip2.database
+    geoip2 = need("geoip2.database")
 
     log.info("reading countries from the GeoIP database %s", database)
     return geoip2.database.Reader(str(database))
@@ -169,12 +170,12 @@ def geoip_reader(database: Path) -> Any:
 def country_from_ip(client_ip: str, *, database: Path) -> str | None:
     """The country of ``client_ip`` in a GeoLite2/GeoIP2 Country database, or None (a private
     or unknown address, an address the database does not cover)."""
-    import geoip2.errors
+    errors = need("geoip2.errors")
 
     reader = geoip_reader(Path(database))
     try:
         found = reader.country(client_ip)
-    except (geoip2.errors.AddressNotFoundError, ValueError):
+    except (errors.AddressNotFoundError, ValueError):
         # ValueError: not an address, or an IPv6 address in an IPv4-only database.
         return None
     return _country_code(found.country.iso_code or found.registered_country.iso_code)

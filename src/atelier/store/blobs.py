@@ -504,8 +504,10 @@ class S3BlobStore(BlobStore):
             validate_key(prefix)
         self.prefix = f"{prefix}/" if prefix else ""
         if client is None:
-            import boto3
-            from botocore.config import Config
+            from atelier.extras import need
+
+            boto3 = need("boto3")
+            Config = need("botocore.config").Config
 
             client = boto3.client(
                 "s3",

@@ -42,6 +42,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from atelier.extras import need
+
 log = logging.getLogger(__name__)
 
 
@@ -354,6 +356,8 @@ def make_engine(url: str, *, echo: bool = False, busy_timeout_ms: int = 30_000) 
         engine = create_engine(url, echo=echo)
         _sqlite_discipline(engine, busy_timeout_ms)
         return engine
+    if parsed.get_backend_name() == "postgresql":
+        need("psycopg")  # the postgres extra: one line naming it, not SQLAlchemy's traceback
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # A bare postgresql:// would pick psycopg2, which is not installed; psycopg 3 is.
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -24,7 +24,9 @@ def _server_conninfo(server_url: str) -> str:
 def create_database(server_url: str, *, prefix: str = "atelier_scratch") -> str:
     """Create a new, empty database on the server of ``server_url`` (connecting to the database
     that URL names) and return a ``postgresql+psycopg://`` URL for it."""
-    import psycopg
+    from atelier.extras import need
+
+    psycopg = need("psycopg")
 
     name = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(_server_conninfo(server_url), autocommit=True, connect_timeout=5) as conn:
@@ -37,7 +39,9 @@ def create_database(server_url: str, *, prefix: str = "atelier_scratch") -> str:
 def drop_database(url: str, *, via: str | None = None) -> None:
     """Drop the database ``url`` names, closing whatever is still connected to it. ``via`` is
     the URL of another database on the same server to connect to (default: ``postgres``)."""
-    import psycopg
+    from atelier.extras import need
+
+    psycopg = need("psycopg")
 
     target = make_url(url)
     name = target.database
