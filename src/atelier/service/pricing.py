@@ -161,10 +161,10 @@ def _country_code(value: str | None) -> str | None:
 def geoip_reader(database: Path) -> Any:
     """The GeoIP2 reader of ``database``, opened once per process (it memory-maps the file and is
     safe to share between threads)."""
-    geoip2 = need("geoip2.database")
+    database_module = need("geoip2.database")
 
     log.info("reading countries from the GeoIP database %s", database)
-    return geoip2.database.Reader(str(database))
+    return database_module.Reader(str(database))
 
 
 def country_from_ip(client_ip: str, *, database: Path) -> str | None:
