@@ -1,18 +1,34 @@
-"""One settings object for the whole product, read from ``ATELIER_*`` environment variables.
+"""One settings object for the whole product, read from ``ATELIER_*`` environment variables
+and, when ``ATELIER_ENV_FILE`` names one, a ``.env`` file (the environment wins over the file).
 
-Every field carries a description: ``atelier settings`` (and the docs) are generated from them,
-and a test checks that each one is documented.
+Every field carries a description: ``atelier settings`` prints the effective values (secrets
+masked) with the source of each, and a test checks that each one is documented in the README.
+Fields that hold a secret say so (``json_schema_extra={"secret": True}``), so that nothing that
+shows settings can forget one.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+#: Marks a field whose value is a secret: shown masked by ``atelier settings``.
+SECRET: dict[str, object] = {"secret": True}
+
+#: The variable that names a ``.env`` file to read settings from (besides the environment).
+ENV_FILE_VARIABLE = "ATELIER_ENV_FILE"
+
+
+class SettingsError(ValueError):
+    """The settings cannot be used: ATELIER_ENV_FILE names a file that cannot be read, or a
+    value is not valid. The message is one line that names the variable."""
 
 
 def _default_data_dir() -> Path:
@@ -84,7 +100,9 @@ class Settings(BaseSettings):
         description="S3 access key id; unset to use boto3's usual chain (environment, profile, role).",
     )
     s3_secret_access_key: str | None = Field(
-        default=None, description="S3 secret access key, paired with ATELIER_S3_ACCESS_KEY_ID."
+        default=None,
+        json_schema_extra=SECRET,
+        description="S3 secret access key, paired with ATELIER_S3_ACCESS_KEY_ID.",
     )
     lease_seconds: int = Field(
         default=60,
@@ -145,6 +163,7 @@ class Settings(BaseSettings):
     )
     secret_key: str | None = Field(
         default=None,
+        json_schema_extra=SECRET,
         description="Secret that signs links to locally stored images and the operator's "
         "session. Default: a random key made at first start and kept in <data dir>/secret.key. "
         "Every web process behind one load balancer needs the same one.",
@@ -194,6 +213,7 @@ class Settings(BaseSettings):
     )
     admin_token: str | None = Field(
         default=None,
+        json_schema_extra=SECRET,
         description="Password of the operator view at /admin (queue, artworks, workers, "
         "failures). Unset: /admin does not exist. Use 32+ random characters.",
     )
@@ -256,7 +276,9 @@ class Settings(BaseSettings):
         default=None, description="The captcha provider's public site key (shown in the page's widget)."
     )
     captcha_secret: str | None = Field(
-        default=None, description="The captcha provider's secret key, sent with each verification."
+        default=None,
+        json_schema_extra=SECRET,
+        description="The captcha provider's secret key, sent with each verification.",
     )
     captcha_verify_url: str | None = Field(
         default=None,
@@ -322,12 +344,14 @@ class Settings(BaseSettings):
     # --- sales: payments --------------------------------------------------------------------
     stripe_secret_key: str | None = Field(
         default=None,
+        json_schema_extra=SECRET,
         description="Stripe secret API key (sk_live_... or sk_test_...). Set: buyers pay through "
         "a Stripe Checkout Session. Unset: a local demo provider, clearly labelled, where no "
         "money moves, so the whole flow works on a laptop.",
     )
     stripe_webhook_secret: str | None = Field(
         default=None,
+        json_schema_extra=SECRET,
         description="Signing secret (whsec_...) of the Stripe webhook endpoint "
         "/api/v1/payments/stripe/webhook; every event is checked against it (signature and a "
         "5-minute timestamp tolerance). Unset: the webhook refuses every event.",
@@ -390,7 +414,44 @@ class Settings(BaseSettings):
         return self.styles_dir
 
 
+def env_file_of(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The ``.env`` file that ATELIER_ENV_FILE names, or None when it is unset or empty."""
+    value = (os.environ if environ is None else environ).get(ENV_FILE_VARIABLE, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Settings from the environment and ``env_file`` (default: the file ATELIER_ENV_FILE names).
+
+    A variable set in the environment wins over the same one in the file, so a staging host can
+    keep one shared file and override a value per process. A file that is named but missing is
+    refused: pydantic-settings would silently skip it, and a production host would then run on
+    the laptop defaults (SQLite in the home folder, mail to a folder).
+    """
+    path = env_file if env_file is not None else env_file_of()
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"{ENV_FILE_VARIABLE}={path}: no such file")
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{ENV_FILE_VARIABLE}={path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return Settings(_env_file=path, _env_file_encoding="utf-8")  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, path)) from exc
+
+
+def _one_line(exc: ValidationError, env_file: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        variable = "ATELIER_" + "_".join(str(part) for part in error.get("loc", ())).upper()
+        problems.append(f"{variable}: {error.get('msg', 'not valid')}")
+    where = f" (environment or {env_file})" if env_file else ""
+    return "settings not valid" + where + ": " + "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment and the ATELIER_ENV_FILE file."""
+    return load_settings()

@@ -39,10 +39,15 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    from atelier.config import get_settings
+    from atelier.config import SettingsError, get_settings
     from atelier.runtime import set_threads
 
-    set_threads(get_settings().threads)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        # A missing ATELIER_ENV_FILE or a bad value: one line naming it, not a traceback.
+        raise fail(str(exc)) from None
+    set_threads(settings.threads)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,6 +82,7 @@ def _register() -> None:
     from atelier.cli import bench as _bench  # noqa: F401
     from atelier.cli import render as _render  # noqa: F401
     from atelier.cli import serve as _serve  # noqa: F401
+    from atelier.cli import settings as _settings  # noqa: F401
     from atelier.cli import sheet as _sheet  # noqa: F401
     from atelier.cli import store as _store  # noqa: F401
     from atelier.cli import styles as _styles  # noqa: F401
