@@ -78,6 +78,7 @@ def refusals() -> Iterator[None]:
 
 def _register() -> None:
     # Imported here so each group lives in its own module and `atelier --help` stays quick.
+    from atelier.cli import jobs as _jobs  # noqa: F401
     from atelier.cli import models as _models  # noqa: F401
     from atelier.cli import bench as _bench  # noqa: F401
     from atelier.cli import render as _render  # noqa: F401

@@ -772,6 +772,27 @@ class JobQueue:
             row = conn.execute(self._sql.get, {"job_id": job_id}).first()
         return _job(row) if row is not None else None
 
+    def list_jobs(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[JobInfo]:
+        """Jobs newest first, optionally of some statuses and kinds; ``before_id`` pages on
+        (the jobs older than that id). For the operator: built per call, not in the hot path."""
+        j = jobs.c
+        query = select(jobs).order_by(j.id.desc()).limit(max(1, int(limit)))
+        if statuses:
+            query = query.where(j.status.in_(list(statuses)))
+        if kinds:
+            query = query.where(j.kind.in_(list(kinds)))
+        if before_id is not None:
+            query = query.where(j.id < int(before_id))
+        with self._reader.connect() as conn:
+            return [_job(row) for row in conn.execute(query)]
+
     def position(self, job_id: int) -> int | None:
         """1 if the job is next in line among queued jobs of its kind, 2 if one is ahead, ...;
         None if it is not queued. Claim order: priority, then run_at, then id."""
