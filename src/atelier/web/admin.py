@@ -40,7 +40,7 @@ def _enabled(services: Services) -> None:
         raise ApiError(404, "not_found", "not found")
 
 
-async def _bearer_ok(services: Services, request: Request, token: str) -> bool:
+async def bearer_ok(services: Services, request: Request, token: str) -> bool:
     """A token in the Authorization header: counted against the address's sign-in limit
     *before* it is compared (guesses sent all at once cannot get past the limit; over it, not
     even the right token is looked at), refunded when it is right (a script reading /admin
@@ -61,7 +61,7 @@ async def _bearer_ok(services: Services, request: Request, token: str) -> bool:
 async def _authorised(services: Services, request: Request) -> bool:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return await _bearer_ok(services, request, header[7:].strip())
+        return await bearer_ok(services, request, header[7:].strip())
     return await run_in_threadpool(admin.check_session, services, request.cookies.get(COOKIE))
 
 

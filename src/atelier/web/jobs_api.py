@@ -1,9 +1,10 @@
 """``/api/v1/admin/jobs``: the admin page's queue verbs as JSON, for scripts and dashboards.
 
 Authorised by ``Authorization: Bearer <ATELIER_ADMIN_TOKEN>`` alone (no cookie, so no CSRF to
-guard against); like /admin it does not exist (404) while no token is set. A request with a
-wrong or missing token counts against the same per-address limit as /admin sign-ins
-(ATELIER_RATE_LIMIT_ADMIN_LOGINS_PER_IP), so the token cannot be guessed at the API's speed.
+guard against); like /admin it does not exist (404) while no token is set. Every token is
+counted against the same per-address limit as /admin sign-ins before it is compared, and
+refunded when right (ATELIER_RATE_LIMIT_ADMIN_LOGINS_PER_IP), so it cannot be guessed at the
+API's speed and a script with the right token is never refused.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from atelier.service import admin, jobs
+from atelier.service import jobs
 from atelier.service.context import Services
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
-from atelier.web.security import client_ip, limit_per_address
+from atelier.web.admin import LOGIN_SCOPE, bearer_ok
+from atelier.web.security import client_ip, rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,16 @@ ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 async def operator(request: Request, services: ServicesDep) -> None:
-    """The bearer token is the admin token, else 401 (counted per address) or 404 (none set)."""
+    """The bearer token is the admin token, else 401; 404 while none is set. Counted and
+    logged as /admin counts a bearer token (:func:`atelier.web.admin.bearer_ok`)."""
     if not services.settings.admin_token:
         raise ApiError(404, "not_found", "not found")
     header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else None
-    if admin.check_token(services, given):
+    if header.lower().startswith("bearer ") and await bearer_ok(services, request, header[7:].strip()):
         return
-    ip = client_ip(request)
-    log.warning("admin API: %s token from %s", "wrong" if given else "no", ip or "?")
-    # Over the limit this raises the 429 refusal; under it the request is still a 401.
-    await limit_per_address(request, "admin_login", "rate_limit_admin_logins_per_ip")
+    if not header.lower().startswith("bearer "):
+        # No token at all: counted like a wrong one, so that probing without one is limited too.
+        await rate_limit(request, LOGIN_SCOPE, "ip", client_ip(request), services.settings.rate_limit_admin_logins_per_ip)
     raise ApiError(
         401, "unauthorized", "send Authorization: Bearer <ATELIER_ADMIN_TOKEN>", headers={"WWW-Authenticate": "Bearer"}
     )

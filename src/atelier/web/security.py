@@ -345,13 +345,6 @@ async def rate_limit(request: Request, scope: str, kind: str, value: str, limit:
         raise Refusal(429, "rate_limited", str(exc), page_message=MSG_RATE, retry_after=exc.retry_after, minutes=minutes) from exc
 
 
-async def limit_per_address(request: Request, scope: str, setting: str) -> None:
-    """Count this request against its client address's limit named by ``setting`` (a 429
-    :class:`Refusal` once over it): for routes that count only some requests, such as the
-    admin API's attempts with a wrong token."""
-    await _limit(request, scope, "ip", client_ip(request), getattr(request.app.state.settings, setting))
-
-
 async def upload_guard(request: Request) -> None:
     """A dependency of every route that takes a file: the captcha (the address's limit was
     counted by :class:`AddressLimits` before the body came in)."""
