@@ -13,8 +13,10 @@ from PIL import Image
 from atelier.art.images import decode_image
 from atelier.service.context import Services
 from atelier.service.instant import stylize_image
+from atelier.service.uploads import get_upload
+from atelier.web.app import create_app
 
-from tests.service.service_fixtures import small_jpeg
+from tests.service.service_fixtures import free_port, make_settings, small_jpeg
 
 
 def _image(response) -> Image.Image:  # type: ignore[no-untyped-def]
@@ -186,6 +188,72 @@ def test_a_presigned_upload_that_breaks_its_policy_is_refused(client: TestClient
     fields = dict(body["fields"]) | {"Content-Type": "image/jpeg"}
     response = client.post("/blobs", data=fields, files={"file": ("dog.jpg", photo_bytes, "image/jpeg")})
     assert response.status_code == 403
+
+
+HTML = b"<!doctype html><html><body><script>alert(document.cookie)</script></body></html>"
+
+
+def test_a_direct_upload_policy_works_once(client: TestClient, photo_bytes: bytes) -> None:
+    body = client.post("/api/v1/uploads/presign", json={"content_type": "image/jpeg"}).json()
+    assert client.post("/blobs", data=body["fields"], files={"file": ("dog.jpg", photo_bytes, "image/jpeg")}).status_code == 204
+    # The same signed fields again, before and after confirmation: refused, nothing replaced.
+    again = client.post("/blobs", data=body["fields"], files={"file": ("x.jpg", HTML, "image/jpeg")})
+    assert again.status_code == 403 and "used" in again.json()["error"]["message"]
+    assert client.post(body["confirm_url"]).status_code == 200
+    after = client.post("/blobs", data=body["fields"], files={"file": ("x.jpg", HTML, "image/jpeg")})
+    assert after.status_code == 403
+    painted = client.get("/api/v1/stylize", params={"content_id": body["id"], "style_name": "mosaic"})
+    assert painted.status_code == 200, painted.text
+
+
+def test_confirmation_checks_what_is_stored_every_time_and_keeps_it_out_of_the_policys_reach(
+    tmp_path: Path, models_dir: Path, photo_bytes: bytes
+) -> None:
+    # S3 itself lets a presigned POST be used until it expires; what the app keeps must not
+    # change under it: confirmation moves the checked file to a key no policy names, and a
+    # second confirmation checks the stored file again rather than answering from the row.
+    import uuid
+
+    import boto3
+    import httpx
+
+    from tests.store.s3_server import PolicyEnforcingMotoServer
+
+    server = PolicyEnforcingMotoServer(ip_address="127.0.0.1", port=free_port(), secret_access_key="s3-secret")
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint, bucket = f"http://{host}:{port}", f"atelier-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="s3-key", aws_secret_access_key="s3-secret").create_bucket(Bucket=bucket)
+        settings = make_settings(
+            tmp_path / "data", models_dir, storage_url=f"s3://{bucket}/site", s3_endpoint_url=endpoint,
+            s3_region="us-east-1", s3_access_key_id="s3-key", s3_secret_access_key="s3-secret",
+        )
+        services = Services.open(settings, public_url="http://testserver")
+        try:
+            with TestClient(create_app(services=services, workers=0, mail=False)) as client:
+                body = client.post("/api/v1/uploads/presign", json={"content_type": "image/jpeg"}).json()
+                assert httpx.post(body["url"], data=body["fields"], files={"file": ("dog.jpg", photo_bytes, "image/jpeg")}).status_code == 204
+                first = client.post(body["confirm_url"])
+                assert first.status_code == 200, first.text
+                # The policy is still good at S3: it takes a page of HTML under the same key.
+                assert httpx.post(body["url"], data=body["fields"], files={"file": ("x.jpg", HTML, "image/jpeg")}).status_code == 204
+                second = client.post(body["confirm_url"])
+                assert second.status_code == 200 and second.json() == first.json()
+                painted = client.get("/api/v1/stylize", params={"content_id": body["id"], "style_name": "mosaic"})
+                assert painted.status_code == 200, painted.text
+                # What the row points at is the photo that was checked, at a key of its own.
+                info = get_upload(services, body["id"])
+                assert info.blob_key != body["fields"]["key"].removeprefix("site/")
+                assert services.blobs.read(info.blob_key) == photo_bytes
+                # And if the kept file itself were changed, confirming again would notice.
+                services.blobs.put(info.blob_key, HTML, content_type="image/jpeg")
+                third = client.post(body["confirm_url"])
+                assert third.status_code in (404, 422), third.text
+        finally:
+            services.close()
+    finally:
+        server.stop()
 
 
 def test_two_paintings_blend_and_a_filter_does_not(client: TestClient, photo_bytes: bytes, painting_bytes: bytes, style_dir: Path) -> None:

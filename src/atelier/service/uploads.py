@@ -273,44 +273,77 @@ def presign_upload(
 
 
 def confirm_upload(services: Services, upload_id: str) -> UploadInfo:
-    """Check a file the browser put in the store itself, as if it had come through the app.
+    """Check a file the browser put in the store itself, as if it had come through the app, and
+    keep the checked bytes at a key of their own.
 
-    A file that fails the checks is deleted with its row. Confirming twice is harmless."""
+    The policy the browser used names the key it uploaded to, and S3 takes further uploads with
+    it until it expires; so what was checked is written to a fresh key that no policy names, the
+    row points there, and the policy's key is emptied (anything posted to it later is an orphan
+    that ``atelier reconcile`` removes). Confirming again checks the kept file again -- still
+    decodable, of the announced type, the same bytes -- rather than answering from the row.
+    A file that fails its first check is deleted with its row."""
     upload = get_upload(services, upload_id)
-    if upload.confirmed:
-        return upload
     try:
         data = services.blobs.read(upload.blob_key)
     except BlobNotFoundError:
+        if upload.confirmed:
+            raise UploadNotFoundError("the file of this upload is gone; send it again") from None
         raise UploadError("nothing was uploaded for this id yet; send the file first") from None
     try:
-        if upload.kind == "video":
-            check_video(services, data)
-            width = height = None
-        else:
-            image, _, content_type = check_image(services, data)
-            if content_type != upload.content_type:
-                raise UploadError(f"the file is {content_type}, not the {upload.content_type} announced")
-            width, height = image.size
+        ext, width, height = _check_direct(services, upload, data)
+        if upload.confirmed and image_hash(data) != upload.sha256:
+            raise UploadError("the stored file is not the one that was checked; send it again")
     except ArtError:
-        services.blobs.delete(upload.blob_key)
-        with transaction(services.engine) as session:
-            row = session.get(Upload, upload_id)
-            if row is not None:
-                session.delete(row)
+        if upload.confirmed:
+            # A kept file changed under its row (someone wrote to the store): refuse, and leave
+            # the row to the artworks that may refer to it and to the operator.
+            log.error("upload %s: its kept file %s no longer passes the checks", upload.id, upload.blob_key)
+        else:
+            services.blobs.delete(upload.blob_key)
+            with transaction(services.engine) as session:
+                row = session.get(Upload, upload_id)
+                if row is not None:
+                    session.delete(row)
         raise
+    if upload.confirmed:
+        return upload
+    kept = new_key("uploads", ext)
+    services.blobs.put(kept, data, content_type=upload.content_type)
     with transaction(services.engine) as session:
         row = session.get(Upload, upload_id)
-        if row is None:
+        first = row is not None and not row.sha256
+        if row is not None and first:
+            row.blob_key = kept
+            row.sha256 = image_hash(data)
+            row.size = len(data)
+            row.width, row.height = width, height
+            session.flush()
+        info = UploadInfo.of(row) if row is not None else None
+    if not first:
+        services.blobs.delete(kept)  # another confirmation got there first (or the row went)
+        if info is None:
             raise UploadNotFoundError("no such upload")
-        row.sha256 = image_hash(data)
-        row.size = len(data)
-        row.width, row.height = width, height
-        session.flush()
-        return UploadInfo.of(row)
+        return info
+    services.blobs.delete(upload.blob_key)
+    assert info is not None
+    return info
 
 
-def find_upload_by_key(services: Services, key: str) -> UploadInfo | None:
+def _check_direct(services: Services, upload: UploadInfo, data: bytes) -> tuple[str, int | None, int | None]:
+    """The checks of a direct upload: (extension, width, height)."""
+    if upload.kind == "video":
+        ext, _ = check_video(services, data)
+        return ext, None, None
+    image, ext, content_type = check_image(services, data)
+    if content_type != upload.content_type:
+        raise UploadError(f"the file is {content_type}, not the {upload.content_type} announced")
+    return ext, *image.size
+
+
+def awaits_direct_upload(services: Services, key: str) -> bool:
+    """Whether ``key`` is where a presigned upload that is not confirmed yet goes: the local
+    store's upload endpoint takes a file only then (after confirmation the row points at the
+    kept copy, so the policy's key is no longer awaited and its fields are refused)."""
     with transaction(services.engine, read_only=True) as session:
         row = session.scalars(select(Upload).where(Upload.blob_key == key)).first()
-        return UploadInfo.of(row) if row is not None else None
+        return row is not None and not row.sha256

@@ -471,6 +471,11 @@ class LocalBlobStore(BlobStore):
         body = data if isinstance(data, bytes) else data.read()
         check_post_policy(policy, fields, len(body))
         key = validate_key(fields.get("key", ""))
+        # A policy is good for one upload: once a file is under its key, the same signed fields
+        # cannot replace it (S3 would allow that until the policy expires; the product moves a
+        # confirmed file to a key of its own, see atelier.service.uploads.confirm_upload).
+        if self.exists(key):
+            raise PolicyError("this upload link has been used already; ask for a new one")
         return self.put(key, body, content_type=fields.get("Content-Type", ""))
 
 

@@ -16,7 +16,9 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from atelier.service.context import BLOB_ROUTE, Services
+from atelier.service.uploads import awaits_direct_upload
 from atelier.store.blobs import LocalBlobStore
+from atelier.store.errors import PolicyError
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
 
@@ -61,6 +63,10 @@ async def post_blob(services: ServicesDep, request: Request) -> Response:
         data = await upload.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, "too_large", "the file is too big")
+    # One upload per policy: the key must be one an unconfirmed upload waits for (the store
+    # itself refuses a second file under it before confirmation).
+    if not await run_in_threadpool(awaits_direct_upload, services, fields.get("key", "")):
+        raise PolicyError("this upload link is not valid any more (it has been used already, or is unknown); ask for a new one")
     await run_in_threadpool(store.accept_post, fields, data)
     # S3 answers 204 No Content by default; so do we.
     return Response(status_code=204)
