@@ -12,6 +12,9 @@ from atelier.cli import app, fail, refusals
 from atelier.config import get_settings
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+    from atelier.art.faces import Faces
     from atelier.art.progress import ProgressCallback
     from atelier.art.styles import Style
 
@@ -108,6 +111,13 @@ def render(
     watermark: str | None = typer.Option(None, "--watermark", help="Mark the picture with this text, or with a logo (an image file)."),
     upscale: int = typer.Option(1, "--upscale", min=1, max=4, help="Enlarge the result 2x (or 4x) with waifu2x, any engine."),
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help="Style catalog folder (default: ATELIER_STYLES_DIR)."),
+    faces: bool = typer.Option(
+        True, "--faces/--no-faces", help="Find faces (people, cats) and paint them finer, so eyes stay readable."
+    ),
+    face_box: list[str] = typer.Option(
+        [], "--face-box", help="A face to paint finer, as X,Y,W,H in the photo's pixels (a dog's: the "
+        "detector finds people and cats). Repeat for several; replaces the detection."
+    ),
 ) -> None:
     settings = get_settings()
     from atelier.cli.render_video import is_video_job, render_video
@@ -180,6 +190,7 @@ def render(
                     alpha=alpha,
                     preserve_color=preserve_color,
                     size=size,
+                    faces=_faces_option(faces, face_box, photo),
                     progress=report,
                 )
             else:
@@ -196,6 +207,7 @@ def render(
                     size=size,
                     style_size=style_size,
                     adain=AdaINWeights(weights=weights, vgg=vgg, decoder=decoder),
+                    faces=_faces_option(faces, face_box, photo),
                     progress=report,
                 )
             if finishing or watermark or upscale > 1:
@@ -212,6 +224,26 @@ def render(
                 )
         save_image(result, output)
     typer.echo(f"wrote {output} ({result.width}x{result.height})", err=True)
+
+
+def _faces_option(detect: bool, boxes: list[str], photo: PILImage) -> bool | Faces:
+    """--faces/--no-faces, or the --face-box rectangles (in the photo's pixels; the painter
+    scales them with the photo when --size changes it)."""
+    if not boxes:
+        return detect
+    from atelier.art.faces import faces_from_boxes
+
+    rects = []
+    for text in boxes:
+        try:
+            rect = [float(v) for v in text.split(",")]
+        except ValueError:
+            rect = []
+        if len(rect) != 4:
+            raise fail(f"--face-box takes X,Y,W,H (four numbers), not {text!r}")
+        rects.append(rect)
+    with refusals():
+        return faces_from_boxes(photo.width, photo.height, rects)
 
 
 def _catalog_style(styles: list[str], styles_dir: Path) -> Style | None:
