@@ -252,6 +252,30 @@ class Settings(BaseSettings):
         description="Encoded styles (a few KiB each) the instant API keeps, by style name or "
         "by the hash of an uploaded painting.",
     )
+    batch_max_photos: int = Field(
+        default=16, ge=1, description="Most photos one call of POST /api/v1/batches may send or name."
+    )
+    batch_max_styles: int = Field(
+        default=8, ge=1, description="Most styles (names, uploads or paintings) one batch may ask for."
+    )
+    batch_max_pairs: int = Field(
+        default=64,
+        ge=1,
+        description="Most pictures one batch paints (photos x styles); each one also counts against "
+        "ATELIER_RATE_LIMIT_PAINTINGS_PER_IP.",
+    )
+    batch_inline_pairs: int = Field(
+        default=4,
+        ge=0,
+        description="A batch of at most this many pictures is painted during the request and answered "
+        "inline (base64 in the JSON); a bigger one is a queued job to follow. 0: always a job.",
+    )
+    batch_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Largest request body POST /api/v1/batches accepts, every file together, in "
+        "bytes (each image is also held to ATELIER_MAX_UPLOAD_BYTES).",
+    )
     max_video_bytes: int = Field(
         default=200 * 1024 * 1024,
         gt=0,

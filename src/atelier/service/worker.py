@@ -53,6 +53,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "atelier.service.artworks",
     "atelier.service.videos",
     "atelier.service.payments",
+    "atelier.service.batches",
 )
 
 #: Seconds between two writes of an intermediate preview (each one is a blob upload).

@@ -131,10 +131,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(instant_api.router)
     app.include_router(blobs.router)
-    from atelier.web import admin, api_docs, artworks_api, jobs_api, pages
+    from atelier.web import admin, api_docs, artworks_api, batch_api, jobs_api, pages
 
     app.include_router(api_docs.router)
     app.include_router(artworks_api.router)
+    app.include_router(batch_api.router)
     app.include_router(admin.router, dependencies=csrf)
     app.include_router(jobs_api.router)
     from atelier.web import sales

@@ -44,6 +44,8 @@ def body_limit_for(settings: Settings) -> Callable[[str], int]:
             return max(image, video) + MULTIPART_SLACK
         if _PAGE_INSTANT.match(path):
             return max(image, video) + image + MULTIPART_SLACK  # a photo or clip, and a painting
+        if path == "/api/v1/batches":
+            return settings.batch_max_bytes + MULTIPART_SLACK  # every photo and painting together
         if path == "/api/v1/stylize":
             return 2 * image + MULTIPART_SLACK  # a photo and a painting
         if path == "/api/v1/artworks" or _PAGE_COMMISSION.match(path):
