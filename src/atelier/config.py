@@ -104,6 +104,15 @@ class Settings(BaseSettings):
         json_schema_extra=SECRET,
         description="S3 secret access key, paired with ATELIER_S3_ACCESS_KEY_ID.",
     )
+    storage_min_free_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Free space, in MiB, the local blob store keeps on its disk (for the "
+        "database, logs and the system). Below it the store counts as full: uploads answer 503 "
+        "with Retry-After, /readyz says so, and painting jobs wait (their attempts are not "
+        "spent) until there is room. A write that fails for lack of space is treated the same. "
+        "Not used with S3.",
+    )
     lease_seconds: int = Field(
         default=60,
         gt=0,

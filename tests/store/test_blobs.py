@@ -408,3 +408,18 @@ def test_an_unreachable_s3_store_says_so_with_its_own_error() -> None:
             call()
     assert time.monotonic() - began < 60  # boto3's retries, not a minute-long connect timeout each
     store.close()
+
+
+def test_a_local_store_without_room_refuses_with_storage_full_and_keeps_nothing(tmp_path: Path) -> None:
+    from atelier.store.errors import StorageFullError, StorageUnavailableError
+
+    roomy = LocalBlobStore(tmp_path / "roomy")
+    roomy.probe()  # room: no error
+    # Keeping more free than the disk has: every write is refused before a byte is written.
+    store = LocalBlobStore(tmp_path / "full", min_free_bytes=roomy.free_bytes() + 2**40)
+    with pytest.raises(StorageFullError, match="full") as caught:
+        store.put("uploads/2026/11/a.jpg", b"x" * 100, content_type="image/jpeg")
+    assert isinstance(caught.value, StorageUnavailableError)  # an outage, answered 503
+    assert not store.exists("uploads/2026/11/a.jpg") and list(store.list()) == []
+    with pytest.raises(StorageFullError):
+        store.probe()

@@ -93,6 +93,7 @@ def blob_store_from_settings(settings: Settings):  # type: ignore[no-untyped-def
         region=settings.s3_region,
         access_key_id=settings.s3_access_key_id,
         secret_access_key=settings.s3_secret_access_key,
+        min_free_bytes=settings.storage_min_free_mb * 2**20,
     )
 
 

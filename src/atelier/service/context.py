@@ -121,6 +121,7 @@ class Services:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
+            min_free_bytes=settings.storage_min_free_mb * 2**20,
             signing_key=secret,
             public_url=url + BLOB_ROUTE,
         )

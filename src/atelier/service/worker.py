@@ -18,6 +18,9 @@ Leases and stopping:
   handler that reports no progress runs to its end and completes. Either way nothing stays
   claimed by a process that exited cleanly; a process that is killed leaves a lease that runs
   out after ATELIER_LEASE_SECONDS, and the job is claimed again.
+* Outages: a job that finds the blob store unreachable or full (:func:`is_outage`) is neither
+  failed nor retried: it is released, its attempt not counted, and the worker backs off as it
+  does when the queue is away, checking the store before it claims anything again.
 * Failures: :class:`PermanentJobError` (and the user-facing refusals of the art layer: a photo
   that cannot be read will not become readable) fail the job for good; anything else is retried
   with backoff up to the job's ``max_attempts``, then the job is ``dead``. Handlers are told
@@ -43,7 +46,7 @@ from atelier.art.errors import ArtError, ModelError
 from atelier.art.images import encode_image
 from atelier.art.progress import Progress
 from atelier.service.context import Services
-from atelier.store.errors import LeaseLostError
+from atelier.store.errors import LeaseLostError, StorageUnavailableError
 from atelier.store.queue import Heartbeat, JobInfo
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,14 @@ class PermanentJobError(Exception):
 
 class JobInterrupted(Exception):
     """The worker is stopping: the job is released for another worker."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says that something the job needs is away -- the blob store unreachable
+    or full -- rather than anything about the job itself. Such a job is not failed: it is handed
+    back with its attempt not counted, and the worker waits the outage out the way it waits for
+    a queue it cannot reach (:func:`outage_backoff`), checking the store before it claims again."""
+    return isinstance(exc, StorageUnavailableError)
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -127,7 +138,7 @@ class JobContext:
     def is_final_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` escaping the handler now ends the job for good (so the handler can
         tell the user): a permanent error, or any error on the last attempt -- not a stop."""
-        if isinstance(exc, (JobInterrupted, LeaseLostError)):
+        if isinstance(exc, (JobInterrupted, LeaseLostError)) or is_outage(exc):
             return False
         return is_permanent(exc) or self.last_attempt
 
@@ -231,6 +242,8 @@ class Worker:
         self.presence_interval = presence_interval
         self.current_job: int | None = None
         self._last_presence = 0.0
+        #: What a job last found away (see is_outage); checked again before the next claim.
+        self.away: BaseException | None = None
 
     # -- presence, for the admin view -----------------------------------------------------------
 
@@ -258,7 +271,7 @@ class Worker:
         return self.run_job(claimed[0], stop)
 
     def run_job(self, job: JobInfo, stop: threading.Event) -> str:
-        """Run a claimed job and settle it; the outcome (done, released, retry, failed, dead, lost)."""
+        """Run a claimed job and settle it; the outcome (done, released, waiting, retry, failed, dead, lost)."""
         queue = self.services.queue
         handler = self.handlers[job.kind]
         self.current_job = job.id
@@ -281,6 +294,9 @@ class Worker:
                     log.warning("job %s dropped: %s", job.id, exc)
                     return outcome
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+                    if is_outage(exc):
+                        outcome = self._wait_out(job, exc)
+                        return outcome
                     outcome = self._fail(job, exc)
                     return outcome
                 if not queue.complete(job.id, self.worker_id, result=result or None):
@@ -292,6 +308,21 @@ class Worker:
             self.current_job = None
             self.services.metrics.job_seconds.labels(job.kind, outcome).observe(time.perf_counter() - started)
             self.report_presence(force=True)
+
+    def _wait_out(self, job: JobInfo, exc: Exception) -> str:
+        """A part the job needs is away: hand the job back, its attempt not counted, due again
+        after the outage backoff; :meth:`run` then waits like a worker that cannot reach the queue."""
+        self.away = exc
+        delay = outage_backoff(2)
+        released = self.services.queue.release(job.id, self.worker_id, retry_in=delay)
+        log.warning("job %s (%s) handed back, attempt not counted: %s", job.id, job.kind, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return "waiting" if released else "lost"
+
+    def _check_back(self) -> None:
+        """Before claiming again after an outage: raise while what was away still is."""
+        if self.away is not None:
+            self.services.blobs.probe()
+            self.away = None
 
     def _fail(self, job: JobInfo, exc: Exception) -> str:
         permanent = is_permanent(exc)
@@ -310,24 +341,31 @@ class Worker:
         log.info("worker %s started (kinds: %s)", self.worker_id, ", ".join(self.kinds))
         self.report_presence(force=True)
         failures = 0
+        away = "the queue"
         try:
             while not stop.is_set():
                 try:
+                    self._check_back()
                     outcome = self.run_once(stop)
-                except Exception as exc:  # noqa: BLE001 - the database may be down: wait, try again
+                    if outcome == "waiting":
+                        assert self.away is not None
+                        raise self.away
+                except Exception as exc:  # noqa: BLE001 - the database or the storage may be away: wait, try again
                     failures += 1
                     delay = outage_backoff(failures)
+                    away = "the storage" if is_outage(exc) else "the queue"
+                    what = "the storage is away" if is_outage(exc) else "cannot reach the queue"
                     # One traceback per outage; then one line per try, so a long outage does not
                     # bury the log.
                     log.warning(
-                        "worker %s: cannot reach the queue (%s: %s); try %d, again in %.1f s",
-                        self.worker_id, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-                        failures, delay, exc_info=failures == 1,
+                        "worker %s: %s (%s: %s); try %d, again in %.1f s",
+                        self.worker_id, what, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                        failures, delay, exc_info=failures == 1 and not is_outage(exc),
                     )
                     stop.wait(delay)
                     continue
                 if failures:
-                    log.warning("worker %s: the queue answers again after %d failed tries", self.worker_id, failures)
+                    log.warning("worker %s: %s answers again after %d failed tries", self.worker_id, away, failures)
                     failures = 0
                 self.report_presence()
                 if outcome is None and not stop.is_set():

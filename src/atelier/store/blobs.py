@@ -13,6 +13,7 @@ calls from its upload endpoint, so the browser code is the same for both.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import io
@@ -38,6 +39,7 @@ from atelier.store.errors import (
     InvalidKeyError,
     PolicyError,
     StorageConfigError,
+    StorageFullError,
     StorageUnavailableError,
 )
 
@@ -165,6 +167,11 @@ class BlobStore(ABC):
         """A signed policy for one direct browser upload of ``content_type`` to ``key``, between
         ``min_bytes`` and ``max_bytes`` long, valid for ``expires_in`` seconds."""
 
+    def probe(self) -> None:
+        """Check that the store can take a write now (for /readyz and for workers waiting out
+        an outage): :class:`StorageUnavailableError` (or :class:`StorageFullError`) if not."""
+        self.exists("health/probe")
+
     def close(self) -> None:
         """Release connections, if any."""
 
@@ -265,6 +272,7 @@ class LocalBlobStore(BlobStore):
         *,
         signing_key: bytes | None = None,
         public_url: str | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -272,6 +280,28 @@ class LocalBlobStore(BlobStore):
         self._meta = self.root / ".meta"
         self.signing_key = signing_key
         self.public_url = public_url.rstrip("/") if public_url else None
+        #: Free space the store leaves on its disk (for the database, logs, the system): a
+        #: write that would leave less is refused with StorageFullError, as a full disk is.
+        self.min_free_bytes = max(0, int(min_free_bytes))
+
+    def free_bytes(self) -> int:
+        """Bytes free on the store's filesystem for this process (statvfs)."""
+        st = os.statvfs(self.root)
+        return int(st.f_bavail) * int(st.f_frsize)
+
+    def _room_for(self, size: int) -> None:
+        free = self.free_bytes()
+        if free - size < self.min_free_bytes:
+            raise StorageFullError(
+                f"the storage is full: {free / 2**20:.1f} MiB free on {self.root}, "
+                f"{self.min_free_bytes / 2**20:.0f} MiB kept free (ATELIER_STORAGE_MIN_FREE_MB)"
+            )
+
+    def probe(self) -> None:
+        try:
+            self._room_for(0)
+        except OSError as exc:
+            raise StorageUnavailableError(f"cannot reach the storage folder {self.root}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
@@ -288,10 +318,28 @@ class LocalBlobStore(BlobStore):
 
     def put(self, key: str, data: BlobSource, *, content_type: str) -> BlobInfo:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._write_atomic(self._meta_path(key), json.dumps({"content_type": content_type}).encode())
-        self._write_atomic(target, data)
+        with self._no_room_is_full():
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                self._room_for(len(data))
+            elif isinstance(data, os.PathLike):
+                self._room_for(os.stat(data).st_size)
+            else:
+                self._room_for(0)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._write_atomic(self._meta_path(key), json.dumps({"content_type": content_type}).encode())
+            self._write_atomic(target, data)
         return self.stat(key)
+
+    @contextmanager
+    def _no_room_is_full(self) -> Iterator[None]:
+        """ENOSPC and EDQUOT are the disk being full, an outage: StorageFullError (a 503 on the
+        web, a job that waits), not the request's or the job's fault."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(f"the storage is full: {exc.strerror} writing under {self.root}") from exc
+            raise
 
     def _write_atomic(self, target: Path, data: BlobSource) -> None:
         self._partial.mkdir(exist_ok=True)
@@ -694,9 +742,11 @@ def blob_store_from_url(
     secret_access_key: str | None = None,
     signing_key: bytes | None = None,
     public_url: str | None = None,
+    min_free_bytes: int = 0,
 ) -> BlobStore:
     """The store ``url`` names: ``file:///folder`` (a :class:`LocalBlobStore`; ``signing_key``
-    and ``public_url`` enable its links) or ``s3://bucket/prefix`` (an :class:`S3BlobStore`
+    and ``public_url`` enable its links, ``min_free_bytes`` is the room it leaves on its disk)
+    or ``s3://bucket/prefix`` (an :class:`S3BlobStore`
     with the endpoint, region and credentials given)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -705,7 +755,7 @@ def blob_store_from_url(
         path = unquote(parsed.path)
         if not path:
             raise StorageConfigError(f"the storage URL {url!r} names no folder")
-        return LocalBlobStore(path, signing_key=signing_key, public_url=public_url)
+        return LocalBlobStore(path, signing_key=signing_key, public_url=public_url, min_free_bytes=min_free_bytes)
     if parsed.scheme == "s3":
         return S3BlobStore(
             parsed.netloc,

@@ -31,6 +31,12 @@ class StorageUnavailableError(StoreError):
     Nothing was stored; the same call may succeed later."""
 
 
+class StorageFullError(StorageUnavailableError):
+    """The blob store has no room (the disk is full, a quota is reached, or less than the free
+    space it keeps is left). Nothing was stored; an outage like an unreachable store: the same
+    call succeeds once there is room."""
+
+
 class StorageConfigError(StoreError):
     """ATELIER_STORAGE_URL (or a setting that goes with it) is not usable."""
 

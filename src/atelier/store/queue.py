@@ -329,6 +329,8 @@ class _SQL:
                 updated_at=now,
             )
         )
+        # Released for later (a part the job needs is away): the same, due again at retry_at.
+        self.release_later = self.release.values(run_at=later("retry_at"))
         self.cancel = (
             update(jobs)
             .where(j.id == job_id, j.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
@@ -693,9 +695,13 @@ class JobQueue:
             conn.execute(sql.give_up, params | {"status_": status} | sql.times())
             return status
 
-    def release(self, job_id: int, worker_id: str) -> bool:
-        """Give the job back untouched (the worker is shutting down): queued again at once, the
-        attempt not counted. False if it was not this worker's any more."""
+    def release(self, job_id: int, worker_id: str, *, retry_in: float = 0.0) -> bool:
+        """Give the job back untouched, the attempt not counted: queued again at once (the
+        worker is shutting down) or after ``retry_in`` seconds (a part it needs is away, see
+        ``atelier.service.worker.is_outage``). False if it was not this worker's any more."""
+        if retry_in > 0:
+            return self._fenced(self._sql.release_later, job_id, worker_id, **self._sql.times(retry_at=retry_in))
+        # At once, keeping its run_at: it keeps its place in the line.
         return self._fenced(self._sql.release, job_id, worker_id, **self._sql.times())
 
     def _fenced(

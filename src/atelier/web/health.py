@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from atelier.service.context import Services
 from atelier.service.metrics import CONTENT_TYPE
+from atelier.store.errors import StorageFullError
 from atelier.web.deps import services_of
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def healthz() -> dict[str, str]:
 
 def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     """Whether this process can serve: the database answers and is migrated, the blob store
-    answers, the weights of the default engines are installed."""
+    answers and has room, the weights of the default engines are installed."""
     from atelier.art import models
     from atelier.store.migrations import is_up_to_date
 
@@ -44,8 +45,10 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        services.blobs.exists("health/probe")
+        services.blobs.probe()
         checks["storage"] = "ok"
+    except StorageFullError as exc:
+        checks["storage"] = f"full: {exc}"
     except Exception as exc:  # noqa: BLE001
         checks["storage"] = f"unreachable: {type(exc).__name__}"
     missing = [name for name in REQUIRED_MODELS if models.status(name, models_dir=services.settings.models_path).missing]
