@@ -33,7 +33,7 @@ from atelier.art.gatys import Painting, PassRecord, Recipe, check_layers, paint,
 from atelier.art.images import fit_longest, to_pil, to_tensor
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.art.styles import Style
-from atelier.art.upscale import DEFAULT_NOISE, Upscaler
+from atelier.art.upscale import Upscaler
 from atelier.art.vgg import VGGEncoder, load_vgg
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,21 @@ def watermark_spec(style: Style | None, mark: bool | str | Path | Watermark | No
 # ----------------------------------------------------------------------------- upscaling
 
 
+def hd_denoise(style: Style | None) -> int:
+    """The waifu2x denoise level to upscale a painting of ``style`` with: the style's
+    ``[finish] denoise`` (none by default: denoising smooths brushwork away). Anything that is
+    not a catalog style (a filter's entry, None) gets the default."""
+    spec = getattr(style, "finish", None)
+    return (spec if isinstance(spec, FinishSpec) else DEFAULT_FINISH).denoise
+
+
 def upscale_picture(
     image: Image.Image,
     *,
     factor: int = 2,
     models_dir: Path,
     model: str = UPSCALE_MODEL,
-    noise: int = DEFAULT_NOISE,
+    noise: int = DEFAULT_FINISH.denoise,
     device: torch.device | str = "cpu",
     progress: ProgressCallback = no_progress,
 ) -> Image.Image:
@@ -214,11 +222,13 @@ def postprocess(
     upscale: int = 1,
     models_dir: Path,
     upscale_model: str = UPSCALE_MODEL,
-    upscale_noise: int = DEFAULT_NOISE,
+    upscale_noise: int | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressCallback = no_progress,
 ) -> tuple[Image.Image, Image.Image]:
     """Finish a picture from any engine, upscale it, watermark it.
+
+    ``upscale_noise`` is the waifu2x denoise level (default: ``spec.denoise``).
 
     Returns ``(finished, deliverable)``: the finished picture at its own size without a mark
     (what a high-resolution version is made from), and the picture to hand over.
@@ -232,8 +242,8 @@ def postprocess(
     if upscale > 1:
         progress(Progress("upscale", 2, steps))
         out = upscale_picture(
-            finished, factor=upscale, models_dir=models_dir, model=upscale_model, noise=upscale_noise,
-            device=device,
+            finished, factor=upscale, models_dir=models_dir, model=upscale_model,
+            noise=spec.denoise if upscale_noise is None else upscale_noise, device=device,
         )
     if mark is not None:
         out = mark.apply(out)
@@ -259,7 +269,7 @@ def render_painting(
     watermark: bool | str | Path | Watermark | None = False,
     upscale: int = 1,
     upscale_model: str = UPSCALE_MODEL,
-    upscale_noise: int = DEFAULT_NOISE,
+    upscale_noise: int | None = None,
     device: torch.device | str = "cpu",
     preview_every: int = 0,
     progress: ProgressCallback = no_progress,
@@ -279,7 +289,8 @@ def render_painting(
       a FinishSpec applies that one; False none.
     * ``watermark``: True draws the style's mark (or the default); text or a logo path draws
       that; False none. It is drawn on the final picture, after any upscale.
-    * ``upscale``: 1, 2 or 4 (waifu2x ``upscale_model`` with ``upscale_noise``).
+    * ``upscale``: 1, 2 or 4 (waifu2x ``upscale_model`` with ``upscale_noise``, by default the
+      style's denoise level, :func:`hd_denoise`).
     * ``progress`` gets the engine's ``pass i/n`` updates (loss, previews every
       ``preview_every`` iterations), then ``finish``, ``upscale`` and ``done``. Raising from it
       stops the work.
@@ -341,7 +352,7 @@ def render_painting(
         upscale=upscale,
         models_dir=models_dir,
         upscale_model=upscale_model,
-        upscale_noise=upscale_noise,
+        upscale_noise=hd_denoise(style) if upscale_noise is None else upscale_noise,
         device=device,
         progress=progress,
     )

@@ -399,7 +399,7 @@ def hd_size(services: Services, style: Any) -> int:
 def paint_hd(ctx: JobContext) -> dict[str, Any]:
     """Paint a paid artwork at full resolution without the watermark, double it with waifu2x,
     store it, mark the artwork delivered and mail the download link."""
-    from atelier.service.painting import upscale_picture
+    from atelier.service.painting import hd_denoise, upscale_picture
 
     services = ctx.services
     artwork_id = int(ctx.payload["artwork_id"])
@@ -428,7 +428,10 @@ def paint_hd(ctx: JobContext) -> dict[str, Any]:
         picture = painter(photo, entry, max_size=hd_size(services, entry), progress=lambda p: report(_without_preview(p)), watermark=False)
         ctx.check()
         ctx.progress(0.85, stage="upscale", force=True)
-        big = upscale_picture(picture, factor=2, models_dir=services.settings.models_path, device=services.loader.device)
+        big = upscale_picture(
+            picture, factor=2, noise=hd_denoise(entry.source), models_dir=services.settings.models_path,
+            device=services.loader.device,
+        )
         ctx.check()
         services.blobs.put(key, encode_image(big, format="JPEG", quality=95), content_type="image/jpeg")
     except Exception as exc:
