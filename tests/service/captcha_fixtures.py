@@ -18,6 +18,7 @@ class FakeVerify:
         self.answer: dict[str, object] | str = {"success": True}
         self.status = 200
         self.delay = 0.0
+        self.answered = 0  # answers sent (a client that gave up first never gets one)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,6 +32,7 @@ class FakeVerify:
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
                     self.wfile.write(body.encode())
+                    fake.answered += 1
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (the timeout test): nothing to answer
 

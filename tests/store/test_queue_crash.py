@@ -90,7 +90,6 @@ def test_workers_drain_the_queue_exactly_once_when_one_is_killed_mid_job(engine:
     try:
         for proc in procs:
             proc.expect("READY", timeout=60)
-        started = time.monotonic()
         for proc in procs:
             proc.go()
         victim = procs[0]
@@ -109,7 +108,6 @@ def test_workers_drain_the_queue_exactly_once_when_one_is_killed_mid_job(engine:
         for proc in procs[1:]:
             proc.expect("DONE", timeout=60)
             assert proc.proc.wait(timeout=30) == 0, proc.stderr()
-        elapsed = time.monotonic() - started
     finally:
         for proc in procs:
             if proc.proc.poll() is None:
@@ -142,7 +140,6 @@ def test_workers_drain_the_queue_exactly_once_when_one_is_killed_mid_job(engine:
     assert queue.get(hung_job).status == "done"  # type: ignore[union-attr]
     # the survivors all took part
     assert {w for _, w in completions} >= {p.id for p in procs[1:]}
-    assert elapsed < 60
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE crash_starts")
         conn.exec_driver_sql("DROP TABLE crash_completions")
