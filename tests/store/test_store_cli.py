@@ -66,6 +66,19 @@ def test_db_upgrade_creates_the_tables_and_is_safe_to_run_again(
     engine.dispose()
 
 
+def test_db_check_summarises_a_whole_database_and_exits_0(empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"ATELIER_DATABASE_URL": empty_database_url}
+    assert _invoke(monkeypatch, "db", "upgrade", env=env).exit_code == 0
+    result = _invoke(monkeypatch, "db", "check", env=env)
+    assert result.exit_code == 0, result.stdout
+    assert f"schema revision: {head_revision()} (up to date)" in result.stdout
+    assert "artworks: 0 rows" in result.stdout and "jobs: 0 rows" in result.stdout
+    if empty_database_url.startswith("sqlite"):
+        assert "integrity: ok" in result.stdout and "page_count" in result.stdout
+    else:
+        assert "integrity: not checked here" in result.stdout
+
+
 def test_db_upgrade_on_an_unreachable_database_says_so_in_one_line() -> None:
     result = _atelier("db", "upgrade", env={"ATELIER_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
     assert result.returncode == 2

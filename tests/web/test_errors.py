@@ -60,3 +60,29 @@ def test_an_unreachable_store_is_a_503_too(services: Services) -> None:
     assert api.status_code == 503 and api.json()["error"]["code"] == "store_error"
     assert api.headers["Retry-After"] == str(errors.STORAGE_RETRY_AFTER)
     assert page.status_code == 503 and "Volvemos enseguida" in page.text
+
+
+def test_an_unexpected_error_on_a_page_is_a_page_not_json(services: Services) -> None:
+    with TestClient(_app(services, RuntimeError("a bug")), raise_server_exceptions=False) as client:
+        page = client.get("/es/thing", headers={"Accept": "text/html"})
+        api = client.get("/api/v1/thing", headers={"Accept": "text/html"})
+    assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+    assert "Algo ha fallado" in page.text and "a bug" not in page.text
+    assert api.status_code == 500 and api.json()["error"]["code"] == "internal"
+
+
+def test_a_damaged_database_file_is_a_503_and_readiness_hears_of_it_at_once(services: Services) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError
+
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    damaged = DatabaseError("SELECT * FROM artworks", {}, malformed)
+    with TestClient(_app(services, damaged), raise_server_exceptions=False) as client:
+        assert client.get("/readyz").status_code == 200
+        api = client.get("/api/v1/thing")
+        page = client.get("/en/thing", headers={"Accept": "text/html"})
+        ready = client.get("/readyz")
+    assert api.status_code == 503 and api.json()["error"]["code"] == "unavailable"
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("damaged: database disk image is malformed")

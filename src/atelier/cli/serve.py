@@ -47,6 +47,19 @@ def _check_extras(settings: Settings) -> None:
         raise fail(str(missing))
 
 
+def _check_database(settings: Settings) -> None:
+    """A damaged SQLite file: refuse at start in one line naming the file and the fix (the
+    server would otherwise fail inside its start-up with a traceback that names neither)."""
+    from atelier.store.errors import DatabaseDamagedError
+    from atelier.store.integrity import check_database_file
+
+    assert settings.database_url is not None
+    try:
+        check_database_file(settings.database_url)
+    except DatabaseDamagedError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.command("serve")
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on (default: ATELIER_HOST, 127.0.0.1)."),
@@ -70,6 +83,7 @@ def serve(
     settings = get_settings()
     _check_device(settings.device)
     _check_extras(settings)
+    _check_database(settings)
     host = host or settings.host
     port = settings.port if port is None else port
     public_url = public_url_of(settings, host=host, port=port)
@@ -114,6 +128,7 @@ def worker(
     settings = get_settings()
     _check_device(settings.device)
     _check_extras(settings)
+    _check_database(settings)
     try:
         services = Services.open(settings)
     except Exception as exc:  # noqa: BLE001

@@ -82,6 +82,46 @@ def db_current() -> None:
     typer.echo(f"{current or 'empty'}: {state}")
 
 
+@db_app.command("check")
+def db_check() -> None:
+    """Check that the database file is whole (SQLite's integrity_check) and summarise it: size,
+    pages, schema revision, rows per table. Exit 0 when whole, 1 when damaged. Safe while
+    Atelier runs (it only reads)."""
+    from atelier.store.integrity import report
+
+    settings = get_settings()
+    assert settings.database_url is not None
+    with _store_refusals():
+        found = report(settings.database_url)
+    from atelier.store.migrations import head_revision
+
+    typer.echo(f"database: {found.where} ({found.backend})")
+    head = head_revision()
+    for name, value in found.facts.items():
+        if name == "schema revision":
+            value = f"{value} (up to date)" if value == head else f"{value} (newest: {head}; `atelier db upgrade`)"
+        typer.echo(f"  {name}: {value}")
+    if found.tables:
+        typer.echo("tables:")
+        for name, rows in found.tables.items():
+            typer.echo(f"  {name}: {rows if isinstance(rows, str) else f'{rows} rows'}")
+    if not found.checked:
+        typer.echo("integrity: not checked here (PostgreSQL checks its own pages; see amcheck and pg_dump)")
+        return
+    if not found.damaged:
+        typer.echo("integrity: ok")
+        return
+    typer.echo("integrity: damaged")
+    for problem in found.problems:
+        typer.echo(f"  {problem}")
+    typer.echo(
+        "what to do: stop Atelier, keep a copy of this file, and restore the database from a backup "
+        "(SECURITY.md, 'Backups'); then run `atelier reconcile` to find rows and blobs out of step. "
+        "Without a backup, `sqlite3 atelier.db .recover | sqlite3 recovered.db` saves what can be read."
+    )
+    raise typer.Exit(1)
+
+
 def blob_store_from_settings(settings: Settings):  # type: ignore[no-untyped-def]
     """The BlobStore the settings name."""
     from atelier.store.blobs import blob_store_from_url

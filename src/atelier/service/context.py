@@ -106,15 +106,24 @@ class Services:
         """Connect to the database (migrating it unless told not to) and the blob store."""
         from atelier.store.blobs import blob_store_from_url
         from atelier.store.db import make_engine
+        from atelier.store.errors import DatabaseDamagedError
+        from atelier.store.integrity import advice, check_database_file, is_damage
         from atelier.store.queue import JobQueue
 
         assert settings.database_url is not None and settings.storage_url is not None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = (public_url or public_url_of(settings)).rstrip("/")
         secret = secret_key_of(settings)
+        check_database_file(settings.database_url)
         engine = make_engine(settings.database_url)
         if migrate_schema:
-            migrate(engine)
+            try:
+                migrate(engine)
+            except Exception as exc:
+                if is_damage(exc):
+                    engine.dispose()
+                    raise DatabaseDamagedError(advice(settings.database_url, str(getattr(exc, "orig", exc)))) from None
+                raise
         blobs = blob_store_from_url(
             settings.storage_url,
             endpoint_url=settings.s3_endpoint_url,

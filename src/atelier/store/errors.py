@@ -37,6 +37,11 @@ class StorageFullError(StorageUnavailableError):
     call succeeds once there is room."""
 
 
+class DatabaseDamagedError(StoreError):
+    """The SQLite file is damaged (not a database, or pages that cannot be read). The message is
+    the one line the operator needs: which file, and to restore it from a backup."""
+
+
 class StorageConfigError(StoreError):
     """ATELIER_STORAGE_URL (or a setting that goes with it) is not usable."""
 

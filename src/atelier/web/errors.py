@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
 from atelier.art.images import FileTooLargeError, ImageTooLargeError
 from atelier.store.errors import PolicyError, StorageUnavailableError, StoreError
+from atelier.store.integrity import is_damage, note_damage
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ def unavailable_page(request: Request, *, retry_after: int) -> Response:
     )
 
 
+def error_page(request: Request) -> Response:
+    """500: a short page in the page's language ("something went wrong on our side"), for a
+    browser that asked for a page (the API answers JSON)."""
+    from atelier.service import i18n
+    from atelier.web.templating import render
+
+    first = request.url.path.strip("/").split("/", 1)[0]
+    locale = first if first in i18n.LOCALES else i18n.negotiate(request.headers.get("accept-language"))
+    message = i18n.translations(locale).gettext("Something went wrong on our side. Please try again in a moment.")
+    return render(request, "error.html", locale, status_code=500, message=message)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -130,7 +143,14 @@ def install(app: FastAPI) -> None:
 
     async def _database_down(request: Request, exc: DBAPIError) -> Response:
         first_line = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.error("database unavailable on %s %s: %s", request.method, request.url.path, first_line)
+        if is_damage(exc):
+            # Not a restart to wait out: an operator must restore the file. /readyz says so at
+            # once (note_damage); the visitor gets the same 503 as for an outage.
+            services = getattr(request.app.state, "services", None)
+            advice = note_damage(services.engine, exc) if services is not None else first_line
+            log.error("on %s %s: %s", request.method, request.url.path, advice)
+        else:
+            log.error("database unavailable on %s %s: %s", request.method, request.url.path, first_line)
         if wants_page(request):
             return unavailable_page(request, retry_after=DATABASE_RETRY_AFTER)
         return JSONResponse(
@@ -145,11 +165,26 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_down)  # type: ignore[arg-type]
     app.add_exception_handler(InterfaceError, _database_down)  # type: ignore[arg-type]
 
+    # A damaged SQLite file raises a plain DatabaseError (SQLITE_CORRUPT, SQLITE_NOTADB). Its
+    # own handler, not the catch-all's: Starlette re-raises what reaches the catch-all after
+    # answering, and the server then drops the keep-alive connection under the next request.
+    async def _database_error(request: Request, exc: DatabaseError) -> Response:
+        if is_damage(exc) or exc.connection_invalidated:
+            return await _database_down(request, exc)
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        if wants_page(request):
+            return error_page(request)
+        return JSONResponse(error_body("internal", "something went wrong on our side; try again"), status_code=500)
+
+    app.add_exception_handler(DatabaseError, _database_error)  # type: ignore[arg-type]
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        if isinstance(exc, DBAPIError) and (exc.connection_invalidated or is_damage(exc)):
             return await _database_down(request, exc)
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        if wants_page(request):
+            return error_page(request)
         return JSONResponse(error_body("internal", "something went wrong on our side; try again"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from atelier.service.context import Services
 from atelier.service.metrics import CONTENT_TYPE
 from atelier.store.errors import StorageFullError
+from atelier.store.integrity import damage_of, is_damage
 from atelier.web.deps import services_of
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ def healthz() -> dict[str, str]:
 
 
 def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
-    """Whether this process can serve: the database answers and is migrated, the blob store
-    answers and has room, the weights of the default engines are installed."""
+    """Whether this process can serve: the database answers, is migrated and whole (a SQLite
+    file's quick_check, reused for a minute), the blob store answers and has room, the weights
+    of the default engines are installed."""
     from atelier.art import models
     from atelier.store.migrations import is_up_to_date
 
@@ -41,9 +43,16 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     try:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        checks["database"] = "ok" if is_up_to_date(services.engine) else "schema is not up to date (run `atelier db upgrade`)"
+        damage = damage_of(services.engine)
+        if damage is not None:
+            checks["database"] = f"damaged: {damage} (restore the file from a backup; `atelier db check` shows what is wrong)"
+        else:
+            checks["database"] = "ok" if is_up_to_date(services.engine) else "schema is not up to date (run `atelier db upgrade`)"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+        if is_damage(exc):
+            checks["database"] = f"damaged: {str(getattr(exc, 'orig', exc)).splitlines()[0]} (`atelier db check` shows what is wrong)"
+        else:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
         services.blobs.probe()
         checks["storage"] = "ok"
