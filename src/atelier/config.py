@@ -72,6 +72,22 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest image file accepted, in bytes.",
     )
+    decode_memory_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Memory, in MiB, that decoding users' pictures may take at once in one "
+        "process (estimated from each file's header: about 9 bytes a pixel for an RGB picture). "
+        "A decode waits for room (ATELIER_DECODE_WAIT_SECONDS), then is refused with 503 and "
+        "Retry-After; a picture bigger than the budget alone is decoded when nothing else is. "
+        "Bounds what many small files declaring huge sizes can cost, which the pixel limit "
+        "alone does not.",
+    )
+    decode_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a picture waits for room in the decoding budget before the "
+        "request is refused with 503 (a painting job is handed back and tried again).",
+    )
     threads: int = Field(
         default=0,
         ge=0,

@@ -20,6 +20,7 @@ from atelier.art.images import (
     FileTooLargeError,
     ImageTooLargeError,
     UnsupportedImageError,
+    decode_cost,
     decode_image,
     encode_image,
     fit_longest,
@@ -454,3 +455,18 @@ def test_mutated_files_decode_or_raise_an_image_error(seed: str, edits: list, cu
         return
     assert image.mode == "RGB"
     assert image.width > 0 and image.height > 0
+
+
+def _flat_png(width: int, height: int, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_decoding_cost_is_estimated_from_the_header_alone() -> None:
+    assert decode_cost(_flat_png(1000, 500), max_pixels=10**8) == 1000 * 500 * 9
+    # Transparency keeps the alpha and a sheet to composite on.
+    assert decode_cost(_flat_png(1000, 500, "RGBA"), max_pixels=10**8) == 1000 * 500 * 14
+    # What the decoder refuses before decoding costs nothing.
+    assert decode_cost(_flat_png(1000, 500), max_pixels=1000) == 0
+    assert decode_cost(b"not an image", max_pixels=10**8) == 0

@@ -25,6 +25,7 @@ from atelier.service.metrics import Metrics
 
 if TYPE_CHECKING:
     from atelier.service.catalog import Catalog
+    from atelier.service.decoding import DecodeBudget
     from atelier.service.engines import EngineLoader
     from atelier.service.instant import InstantService
     from atelier.service.mail import Mailer
@@ -158,6 +159,14 @@ class Services:
         return self._once(
             "loader", lambda: EngineLoader(models_dir=self.settings.models_path, device=resolve_device(self.settings.device))
         )
+
+    @cached_property
+    def decode_budget(self) -> DecodeBudget:
+        """The memory budget every decode of a user's picture in this process takes from."""
+        from atelier.service.decoding import DecodeBudget
+
+        settings = self.settings
+        return self._once("decode_budget", lambda: DecodeBudget(settings.decode_memory_mb * 2**20, wait_seconds=settings.decode_wait_seconds))
 
     @cached_property
     def catalog(self) -> Catalog:

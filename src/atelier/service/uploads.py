@@ -20,7 +20,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from atelier.art.errors import ArtError
-from atelier.art.images import UnsupportedImageError, decode_image, image_hash
+from atelier.art.images import UnsupportedImageError, decode_cost, decode_image, image_hash
 from atelier.service.context import Services
 from atelier.store.blobs import PresignedPost, new_key
 from atelier.store.db import Upload, transaction, utcnow
@@ -116,8 +116,7 @@ def sniff_video(data: bytes) -> tuple[str, str] | None:
 
 def check_image(services: Services, data: bytes) -> tuple[Image.Image, str, str]:
     """Decode ``data`` with the limits; the image, its extension and content type."""
-    settings = services.settings
-    image = decode_image(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes)
+    image = decode_within_budget(services, data)
     sniffed = sniff_image(data)
     if sniffed is None:  # decode_image accepted it, so this cannot happen; keep a clear message
         raise UnsupportedImageError("not an image: send a JPEG, PNG, WebP, BMP, TIFF or GIF")
@@ -203,8 +202,16 @@ def read_upload(services: Services, upload: UploadInfo) -> bytes:
 
 def load_image(services: Services, upload: UploadInfo) -> Image.Image:
     """The upload decoded (with the limits, as when it was sent)."""
+    return decode_within_budget(services, read_upload(services, upload))
+
+
+def decode_within_budget(services: Services, data: bytes) -> Image.Image:
+    """:func:`decode_image` with the limits, holding its estimated memory out of the process's
+    decoding budget while it runs (:mod:`atelier.service.decoding`)."""
     settings = services.settings
-    return decode_image(read_upload(services, upload), max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes)
+    cost = decode_cost(data, max_pixels=settings.max_image_pixels)
+    with services.decode_budget.reserve(cost):
+        return decode_image(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes)
 
 
 def keep_upload(services: Services, upload_id: str) -> None:

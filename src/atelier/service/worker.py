@@ -46,6 +46,7 @@ from atelier.art.errors import ArtError, ModelError
 from atelier.art.images import encode_image
 from atelier.art.progress import Progress
 from atelier.service.context import Services
+from atelier.service.decoding import DecodeBusyError
 from atelier.store.errors import LeaseLostError, StorageUnavailableError
 from atelier.store.queue import Heartbeat, JobInfo
 
@@ -75,10 +76,10 @@ class JobInterrupted(Exception):
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says that something the job needs is away -- the blob store unreachable
-    or full -- rather than anything about the job itself. Such a job is not failed: it is handed
+    or full, or no room in the process's decoding budget -- rather than anything about the job itself. Such a job is not failed: it is handed
     back with its attempt not counted, and the worker waits the outage out the way it waits for
     a queue it cannot reach (:func:`outage_backoff`), checking the store before it claims again."""
-    return isinstance(exc, StorageUnavailableError)
+    return isinstance(exc, (StorageUnavailableError, DecodeBusyError))
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -353,8 +354,12 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - the database or the storage may be away: wait, try again
                     failures += 1
                     delay = outage_backoff(failures)
-                    away = "the storage" if is_outage(exc) else "the queue"
-                    what = "the storage is away" if is_outage(exc) else "cannot reach the queue"
+                    if isinstance(exc, DecodeBusyError):
+                        away, what = "decoding", "no room to decode pictures now"
+                    elif is_outage(exc):
+                        away, what = "the storage", "the storage is away"
+                    else:
+                        away, what = "the queue", "cannot reach the queue"
                     # One traceback per outage; then one line per try, so a long outage does not
                     # bury the log.
                     log.warning(

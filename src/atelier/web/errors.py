@@ -41,6 +41,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and error code for one of the product's typed errors."""
+    from atelier.service.decoding import DecodeBusyError
     from atelier.service.instant import BusyError
     from atelier.service.uploads import UploadNotFoundError
 
@@ -50,7 +51,7 @@ def status_of(exc: Exception) -> tuple[int, str]:
         return 413, "too_large"
     if isinstance(exc, ModelMissingError):
         return 503, "weights_missing"
-    if isinstance(exc, BusyError):
+    if isinstance(exc, (BusyError, DecodeBusyError)):
         return 503, "busy"
     if isinstance(exc, ImageError):
         return 422, "bad_image"
@@ -110,11 +111,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(ArtError)
-    async def _art_error(_request: Request, exc: ArtError) -> JSONResponse:
+    async def _art_error(request: Request, exc: ArtError) -> Response:
         status, code = status_of(exc)
         headers = {"Retry-After": "5"} if status == 503 else None
         if status >= 500:
             log.warning("refused with %s: %s", status, exc)
+            if wants_page(request):
+                return unavailable_page(request, retry_after=5)
         return JSONResponse(error_body(code, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(PolicyError)

@@ -22,6 +22,7 @@ from atelier.service import i18n
 from atelier.service.artworks import ArtworkStatus, OrderError, artwork_by_preview_token, get_artwork, order_artwork
 from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
+from atelier.service.decoding import DecodeBusyError
 from atelier.service.instant import UnknownStyleError
 from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
@@ -217,6 +218,8 @@ def instant_form(
         if style != "own" and services.catalog.get(style) is None:
             raise UnknownStyleError(style)
     except (ArtError, ApiError) as exc:
+        if isinstance(exc, DecodeBusyError):
+            raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
         context = _home_context(services, locale, {"photo": content_id, "style": style, "strength": strength})
         return render(request, "home.html", locale, active="instant", status_code=422, error=friendly_error(locale, exc), **context)
     query = {"photo": content_id, "style": style, "strength": str(_strength(strength))}
@@ -310,6 +313,8 @@ def commission_form(
             content_id=None if data else (content_id or None),
         )
     except (ArtError, ApiError) as exc:
+        if isinstance(exc, DecodeBusyError):
+            raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
         context = _commission_context(services, locale, photo_id=content_id, style=style, email=email)
         return render(request, "commission.html", locale, active="commission", status_code=422, error=friendly_error(locale, exc), **context)
     return RedirectResponse(f"/{locale}/artworks/{view.id}", status_code=303)
