@@ -25,6 +25,7 @@ from atelier.service.instant import (
     nbytes,
     stack,
     stylize_image,
+    tied_style_size,
 )
 
 from tests.service.service_fixtures import small_jpeg
@@ -318,3 +319,10 @@ def test_unstack_undoes_stack(models_dir: Path) -> None:
     assert torch.allclose(apart[1].features, alone.features, atol=1e-5)
     assert torch.allclose(apart[1].own_style.mean1, alone.own_style.mean1, atol=1e-5)
     assert torch.equal(stack(apart).features, together.features)
+
+
+def test_the_style_size_follows_the_output_between_512_and_the_paintings_own() -> None:
+    assert tied_style_size((1024, 640), (512, 384)) == 512  # the AdaIN reference's size
+    assert tied_style_size((1024, 640), (800, 600)) == 800
+    assert tied_style_size((1024, 640), (3415, 2160)) == 1024  # the painting at its full size
+    assert tied_style_size((300, 200), (3415, 2160)) == 512  # a small painting: as before

@@ -76,7 +76,10 @@ def render(
         None, "--mask", help="A black-and-white image: first style where white, second where black."
     ),
     size: int | None = typer.Option(None, "--size", min=16, help="Longest side of the output in pixels (default: the photo's)."),
-    style_size: int = typer.Option(512, "--style-size", min=16, help="Longest side the style image is scaled to."),
+    style_size: int | None = typer.Option(
+        None, "--style-size", min=16, help="Longest side the style image is scaled to (default: the "
+        "output's, at least 512 and at most the painting's own; 512 for videos)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
     weights: str | None = typer.Option(
         None, "--weights", help=f"AdaIN weight set: {', '.join(ADAIN_WEIGHTS)} (default: adain, the official pair)."
@@ -132,7 +135,7 @@ def render(
             alpha=alpha,
             preserve_color=preserve_color,
             size=size,
-            style_size=style_size,
+            style_size=style_size or 512,
             device=device,
             models_dir=models_dir,
             fps=fps,

@@ -47,6 +47,7 @@ from PIL import Image
 from atelier.art.color import preserve_colors
 from atelier.art.errors import ArtError
 from atelier.art.images import fit_longest, to_pil, to_tensor
+from atelier.art.lattice import suppress_lattice
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
 from atelier.service.faces import FacesOption, find_faces, paint_faces_finer
@@ -101,9 +102,10 @@ def stylize_image(
     preserve_color: bool = False,
     mask: Image.Image | None = None,
     size: int | None = None,
-    style_size: int = DEFAULT_STYLE_SIZE,
+    style_size: int | None = None,
     adain: AdaINWeights = AdaINWeights(),
     faces: FacesOption = True,
+    delattice: bool = True,
     progress: ProgressCallback = no_progress,
 ) -> Image.Image:
     """Paint ``content`` with ``styles`` (arbitrary-style engines) or a named filter.
@@ -112,7 +114,9 @@ def stylize_image(
     strength (1 = full style, 0 = the photo). ``mask`` (white = first style, black = second)
     gives two styles to two regions, as in the AdaIN paper's Fig. 10. ``faces``: faces are
     found and painted finer (:mod:`atelier.service.faces`); not with a ``mask``, whose regions
-    a face crop would cut.
+    a face crop would cut. ``style_size`` is the longest side the paintings are scaled to;
+    None ties it to the output (:func:`tied_style_size`). ``delattice``: MicroAST's fixed 4/8 px
+    pattern is taken out of flat areas (:func:`atelier.art.lattice.suppress_lattice`).
     """
     if not 0.0 <= alpha <= 1.0:
         raise StyleChoiceError(f"strength (alpha) must be between 0 and 1, got {alpha}")
@@ -143,7 +147,10 @@ def stylize_image(
     weights = _normalised_weights(style_weights, len(styles))
     model = loader.style_engine(engine, weights=adain.weights, vgg=adain.vgg, decoder=adain.decoder)  # type: ignore[arg-type]
     photo = to_tensor(content).to(loader.device)
-    paintings = [to_tensor(fit_longest(style, style_size)).to(loader.device) for style in styles]
+    paintings = [
+        to_tensor(fit_longest(style, style_size or tied_style_size(style.size, content.size))).to(loader.device)
+        for style in styles
+    ]
     mask_tensor = _mask_tensor(mask, content.size, len(styles)) if mask is not None else None
     progress(Progress("paint", 2, steps))
     with torch.inference_mode():
@@ -164,8 +171,18 @@ def stylize_image(
                     x, paintings, style_weights=weights, alpha=alpha, preserve_color=preserve_color
                 ),
             )
+        if delattice and engine == "microast":
+            painted = suppress_lattice(painted, photo)
     progress(Progress("done", 3, steps))
     return to_pil(painted)
+
+
+def tied_style_size(painting: tuple[int, int], output: tuple[int, int]) -> int:
+    """The longest side to scale a painting to for an output of ``output`` (width, height):
+    the output's longest side, but at least :data:`DEFAULT_STYLE_SIZE` (the AdaIN reference's
+    size, right for outputs about that big) and, above that, never more than the painting's
+    own (the official MicroAST code feeds the style at its full size for any output)."""
+    return max(DEFAULT_STYLE_SIZE, min(max(painting), max(output)))
 
 
 def _normalised_weights(weights: Sequence[float] | None, count: int) -> list[float] | None:
