@@ -861,8 +861,13 @@ class InstantService:
                 self.metrics.batch_size.labels(engine_name).observe(len(indices))
             for j, i in enumerate(indices):
                 result = painted[j : j + 1]
-                if members[i].preserve_color:
+                photo = None
+                if engine_name == "microast":  # as stylize_image: the 4/8 px lattice out of flat areas
                     photo = self._photo(members[i])[0].to(result.device).float().div_(255.0)
+                    result = suppress_lattice(result, photo)
+                if members[i].preserve_color:
+                    if photo is None:
+                        photo = self._photo(members[i])[0].to(result.device).float().div_(255.0)
                     result = preserve_colors(result, photo)
                 out[i] = StylizeResult(
                     image=to_pil(result),

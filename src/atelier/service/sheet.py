@@ -270,12 +270,17 @@ def _paint_batch(model: Any, photo: torch.Tensor, styles: list[Any]) -> list[tor
     can be given per row of a batch (MicroAST and AdaIN both can), else one call per style."""
     import torch
 
+    from atelier.art.lattice import suppress_lattice
+
     content = model.encode_content(photo)
     per_row = _per_row(styles)
     with torch.inference_mode():
         if per_row is None:
-            return [model.decode(content, [s])[0:1] for s in styles]
-        out = model.decode(_repeat(content, len(styles)), [per_row])
+            out = torch.cat([model.decode(content, [s])[0:1] for s in styles])
+        else:
+            out = model.decode(_repeat(content, len(styles)), [per_row])
+        if getattr(model, "name", "") == "microast":  # as the instant service paints it
+            out = suppress_lattice(out, photo)
         return [out[i : i + 1] for i in range(len(styles))]
 
 
