@@ -326,3 +326,25 @@ def test_the_style_size_follows_the_output_between_512_and_the_paintings_own() -
     assert tied_style_size((1024, 640), (800, 600)) == 800
     assert tied_style_size((1024, 640), (3415, 2160)) == 1024  # the painting at its full size
     assert tied_style_size((300, 200), (3415, 2160)) == 512  # a small painting: as before
+
+
+def test_a_face_is_painted_finer_by_the_service_as_by_render(loader: EngineLoader, content_dir: Path, style_dir: Path) -> None:
+    service = InstantService(loader, max_size=256, batch_window_ms=0)
+    plain = InstantService(loader, max_size=256, batch_window_ms=0, faces=False)
+    try:
+        photo, image = _photo(content_dir / "brad_pitt.jpg", 256)  # the face about 140 px: painted at 2.7x
+        starry, starry_image = _painting(style_dir / "starry_night.jpg")
+        for style, kwargs in ((starry, {"engine": "microast", "styles": [starry_image]}),
+                              (StyleRef.of_filter("candy"), {"engine": "filter", "filter_name": "candy"})):
+            engine = kwargs["engine"]
+            with_faces = service.stylize(photo, style, engine="microast")  # a filter ref picks its own
+            without = plain.stylize(photo, style, engine="microast")
+            expected = stylize_image(loader, image, **kwargs)  # type: ignore[arg-type]
+            assert np.abs(_array(with_faces.image) - _array(expected)).max() <= 2, engine
+            face = (90, 80, 170, 150)  # around the eyes
+            changed = np.abs(_array(with_faces.image.crop(face)) - _array(without.image.crop(face))).mean()
+            corner = np.abs(_array(with_faces.image.crop((0, 0, 40, 40))) - _array(without.image.crop((0, 0, 40, 40)))).max()
+            assert changed > 5 and corner == 0, (engine, changed, corner)
+    finally:
+        service.close()
+        plain.close()

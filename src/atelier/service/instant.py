@@ -46,6 +46,7 @@ from PIL import Image
 
 from atelier.art.color import preserve_colors
 from atelier.art.errors import ArtError
+from atelier.art.faces import Faces
 from atelier.art.images import fit_longest, to_pil, to_tensor
 from atelier.art.lattice import suppress_lattice
 from atelier.art.progress import Progress, ProgressCallback, no_progress
@@ -130,11 +131,13 @@ def stylize_image(
         net = loader.filter(filter_name)
         progress(Progress("paint", 2, steps))
         photo = to_tensor(content).to(loader.device)
-        painted = net.stylize(photo, strength=alpha)
+        painted = net.stylize(photo, strength=1.0)
         if alpha > 0:  # alpha 0 is the photo itself: nothing to paint finer
             painted = paint_faces_finer(
-                photo, painted, find_faces(content, faces), lambda x: net.stylize(x, strength=alpha)
+                photo, painted, find_faces(content, faces), lambda x: net.stylize(x, strength=1.0)
             )
+        if alpha < 1.0:  # the filters' own strength blend, after the faces (as the service caches)
+            painted = torch.lerp(photo, painted, alpha)
         if preserve_color:
             painted = preserve_colors(painted, photo)
         progress(Progress("done", 3, steps))
@@ -218,6 +221,8 @@ def nbytes(value: Any) -> int:
     """Bytes held by the tensors in ``value`` (a tensor, a dataclass of them, or a sequence)."""
     if isinstance(value, torch.Tensor):
         return value.element_size() * value.nelement()
+    if isinstance(value, Faces):  # a few boxes: counted so the byte budget still bounds them
+        return 64 * (1 + len(value.faces) + len(value.eyes))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return sum(nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
     if isinstance(value, (list, tuple)):
@@ -540,9 +545,13 @@ class InstantService:
         style_cache_size: int = 256,
         style_size: int = DEFAULT_STYLE_SIZE,
         metrics: Metrics | None = None,
+        faces: bool = True,
     ) -> None:
         self.loader = loader
         self.max_size = max_size
+        #: Faces found (once per photo and size, cached with the photo) and painted finer by
+        #: the arbitrary-style engines, as atelier render does.
+        self.faces = faces
         self.style_size = style_size
         self.metrics = metrics
         # Photos, content features and full-strength filter pictures share one byte budget.
@@ -790,7 +799,11 @@ class InstantService:
             if self.metrics is not None:
                 self.metrics.batch_size.labels("filter").observe(len(missing))
             for j, i in enumerate(missing):
-                as_bytes = _to_uint8(painted[j : j + 1])
+                one = painted[j : j + 1]
+                faces = self._faces(members[i])
+                if faces is not None:
+                    one = paint_faces_finer(batch[j : j + 1], one, faces, lambda x: net.stylize(x, strength=1.0))
+                as_bytes = _to_uint8(one)
                 self.cache.put(("filter", name, members[i].photo.key, members[i].height, members[i].width), as_bytes)
                 full[i] = as_bytes
         out: list[StylizeResult | BaseException] = []
@@ -862,8 +875,17 @@ class InstantService:
             for j, i in enumerate(indices):
                 result = painted[j : j + 1]
                 photo = None
-                if engine_name == "microast":  # as stylize_image: the 4/8 px lattice out of flat areas
+                faces = self._faces(members[i]) if alpha > 0 else None
+                if faces is not None:
                     photo = self._photo(members[i])[0].to(result.device).float().div_(255.0)
+                    signals = styles[indices[0]]
+                    result = paint_faces_finer(
+                        photo, result, faces,
+                        lambda x, s=signals: model.decode(model.encode_content(x), s, alpha=alpha, style_weights=weights),
+                    )
+                if engine_name == "microast":  # as stylize_image: the 4/8 px lattice out of flat areas
+                    if photo is None:
+                        photo = self._photo(members[i])[0].to(result.device).float().div_(255.0)
                     result = suppress_lattice(result, photo)
                 if members[i].preserve_color:
                     if photo is None:
@@ -877,6 +899,17 @@ class InstantService:
                     style_cached=style_hits[i],
                 )
         return out
+
+    def _faces(self, request: _Request) -> Faces | None:
+        """The faces of the request's photo (cached with it), or None (off, none, no detector)."""
+        if not self.faces:
+            return None
+        key = ("faces", request.photo.key, request.height, request.width)
+        found = self.cache.get(key)
+        if found is None:
+            found = find_faces(self._photo(request)[0][0].float().div(255.0)) or Faces(request.width, request.height)
+            self.cache.put(key, found)
+        return found or None
 
     def _style(self, model: Any, engine_name: str, style: StyleRef) -> tuple[Any, bool]:
         key = (engine_name, style.key, self.style_size)
