@@ -199,6 +199,25 @@ class Settings(BaseSettings):
         "style). Default: <data dir>/styles. The shipped styles' paintings arrive there with "
         "`atelier styles download`; `atelier styles add IMAGE` adds your own.",
     )
+    catalog_sync: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Keep the style catalog (style.toml, painting, thumbnail) in the blob store so "
+        "that every machine has the same: `atelier styles add` publishes there, and every server "
+        "and worker process syncs its ATELIER_STYLES_DIR from it at start and whenever it changes "
+        "(checked by sha256). auto: on when ATELIER_STORAGE_URL is s3://, off for a local folder.",
+    )
+    catalog_sync_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a process looks for catalog changes in the blob store (one listing); "
+        "a job for a style this machine lacks also looks at once.",
+    )
+    sync_models: bool = Field(
+        default=False,
+        description="Also mirror the model weights: `atelier models publish` puts ATELIER_MODELS_DIR in "
+        "the blob store and each `atelier worker` and `atelier serve` fills its own from there at "
+        "start (checked by sha256), so a new machine needs no weights by hand.",
+    )
     smtp_url: str | None = Field(
         default=None,
         description="Mail server: smtp://[user:password@]host:port, or smtps://... for TLS from "

@@ -1,4 +1,4 @@
-"""``atelier models list|download|verify|import``: the weights in the models folder."""
+"""``atelier models list|download|verify|import|publish|sync``: the weights in the models folder."""
 
 from __future__ import annotations
 
@@ -194,3 +194,44 @@ def import_models(
     typer.echo(f"{imported} files imported, {present} already installed, into {folder}")
     if refused:
         raise fail(f"{len(refused)} file(s) failed their checksum and were not copied", code=1)
+
+
+@models_app.command("publish")
+def publish_models_command() -> None:
+    """Put ATELIER_MODELS_DIR's weights in the blob store (ATELIER_STORAGE_URL), one bundle per
+    family folder: with ATELIER_SYNC_MODELS on, every `atelier serve` and `atelier worker`
+    fetches them at start (checked by sha256), so a new machine needs no weights by hand."""
+    from atelier.cli.store import blob_store_from_settings, store_refusals
+    from atelier.service.catalog_sync import publish_models
+
+    settings = get_settings()
+    if not settings.models_path.is_dir():
+        raise fail(f"no models folder at {settings.models_path}")
+    with store_refusals():
+        blobs = blob_store_from_settings(settings)
+        try:
+            families = publish_models(blobs, settings)
+        finally:
+            blobs.close()
+    typer.echo(f"published to the blob store ({settings.storage_url}): {', '.join(families) or 'nothing'}")
+
+
+@models_app.command("sync")
+def sync_models_command() -> None:
+    """Fetch the published weights into ATELIER_MODELS_DIR now (only files whose sha256 differ)."""
+    from atelier.cli.store import blob_store_from_settings, store_refusals
+    from atelier.service.catalog_sync import models_mirror
+
+    settings = get_settings()
+    with store_refusals():
+        blobs = blob_store_from_settings(settings)
+        try:
+            report = models_mirror(blobs, settings).sync()
+        finally:
+            blobs.close()
+    typer.echo(
+        f"{settings.models_path}: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged ({report.bytes_downloaded} bytes fetched)"
+    )
+    if report.failed:
+        raise fail("could not sync: " + "; ".join(f"{n}: {why}" for n, why in report.failed.items()), code=1)

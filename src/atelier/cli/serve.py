@@ -121,6 +121,7 @@ def worker(
     worker takes it).
     """
     one_malloc_arena()
+    from atelier.service.catalog_sync import start_catalog_watcher, sync_at_start
     from atelier.service.context import Services
     from atelier.service.worker import start_worker_threads
 
@@ -145,7 +146,9 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        sync_at_start(services)
         threads = start_worker_threads(services, concurrency, stop, kinds=kind or None)
+        watcher = start_catalog_watcher(services, stop)
         if mail:
             threads.append(services.mailer.start(stop))
         print(f"atelier worker: {concurrency} worker(s) on {services.engine.url.render_as_string(hide_password=True)}", file=sys.stderr, flush=True)
@@ -154,6 +157,8 @@ def worker(
                 break
         for thread in threads:
             thread.join()
+        if watcher is not None:
+            watcher.join(5)
     except ValueError as exc:
         raise fail(str(exc)) from None
     finally:

@@ -33,7 +33,8 @@ def _safe_url(url: str) -> str:
 
 
 @contextmanager
-def _store_refusals() -> Iterator[None]:
+def store_refusals() -> Iterator[None]:
+    """A store or database that refuses: one line, exit code 2."""
     try:
         yield
     except StoreError as exc:
@@ -52,7 +53,7 @@ def db_upgrade(
 
     settings = get_settings()
     assert settings.database_url is not None
-    with _store_refusals():
+    with store_refusals():
         engine = make_engine(settings.database_url)
         before = current_revision(engine)
         upgrade(engine, revision)
@@ -73,7 +74,7 @@ def db_current() -> None:
 
     settings = get_settings()
     assert settings.database_url is not None
-    with _store_refusals():
+    with store_refusals():
         engine = make_engine(settings.database_url)
         current = current_revision(engine)
         engine.dispose()
@@ -158,7 +159,7 @@ def reconcile_command(
 
     settings = get_settings()
     assert settings.database_url is not None
-    with _store_refusals():
+    with store_refusals():
         engine = make_engine(settings.database_url)
         blobs = blob_store_from_settings(settings)
         report = reconcile(
@@ -232,7 +233,7 @@ def bench_queue_command(
         return bench_queue(url, worker_counts=counts, jobs=jobs)
 
     results = []
-    with _store_refusals():
+    with store_refusals():
         if sqlite:
             with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp:
                 results += run(f"sqlite:///{Path(tmp) / 'bench.db'}")

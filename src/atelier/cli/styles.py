@@ -33,6 +33,28 @@ def _folder(styles_dir: Path | None) -> Path:
     return styles_dir if styles_dir is not None else get_settings().styles_path
 
 
+def _publish(names: list[str], styles_dir: Path | None, *, always: bool = False) -> None:
+    """With catalog sync on (ATELIER_CATALOG_SYNC), put what was written in the blob store,
+    where every other machine's processes fetch it. Only for the settings' own catalog."""
+    from atelier.cli.store import blob_store_from_settings, store_refusals
+    from atelier.service.catalog_sync import catalog_sync_on, publish_styles
+
+    settings = get_settings()
+    if not names or (styles_dir is not None and styles_dir.resolve() != settings.styles_path.resolve()):
+        return
+    if not always and not catalog_sync_on(settings):
+        return
+    with store_refusals(), refusals():
+        blobs = blob_store_from_settings(settings)
+        try:
+            published = publish_styles(blobs, settings, names)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        finally:
+            blobs.close()
+    typer.echo(f"published to the blob store ({settings.storage_url}): {', '.join(published)}")
+
+
 @styles_app.command("list")
 def list_styles(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
@@ -155,6 +177,7 @@ def add(
             max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes,
         )
     typer.echo(f"added {style.name} in {style.folder}; edit {style.folder / 'style.toml'} to tune it")
+    _publish([style.name], styles_dir)
 
 
 @styles_app.command("import")
@@ -172,6 +195,7 @@ def import_(
         typer.echo(f"{report.state:9} {report.name}" + (f"  {report.message}" if report.message else ""))
     failed = [r for r in reports if r.state == "failed"]
     imported = sum(r.state == "imported" for r in reports)
+    _publish([r.name for r in reports if r.state == "imported"], styles_dir)
     typer.echo(f"{imported} imported, {len(reports) - imported - len(failed)} skipped, {len(failed)} failed")
     if failed:
         raise fail(f"{len(failed)} style(s) could not be imported: {', '.join(r.name for r in failed)}", code=1)
@@ -193,6 +217,46 @@ def download(
         typer.echo(f"{report.state:10} {report.name}" + (f"  {report.message}" if report.message else ""))
     failed = [r for r in reports if r.state == "failed"]
     done = sum(r.state == "downloaded" for r in reports)
+    _publish([r.name for r in reports if r.state == "downloaded"], styles_dir)
     typer.echo(f"{done} downloaded, {sum(r.state == 'present' for r in reports)} already there, {len(failed)} failed")
     if failed:
         raise fail(f"{len(failed)} painting(s) could not be downloaded: {', '.join(r.name for r in failed)}", code=1)
+
+
+@styles_app.command("publish")
+def publish(
+    names: list[str] | None = typer.Argument(None, help="Styles of ATELIER_STYLES_DIR (default: every installed one)."),
+) -> None:
+    """Put styles in the blob store (ATELIER_STORAGE_URL), where every machine's `atelier serve`
+    and `atelier worker` fetch them (ATELIER_CATALOG_SYNC). add/import/download do this by
+    themselves when catalog sync is on; this is for a catalog made before, or with sync off."""
+    from atelier.art.styles import load_catalog
+
+    chosen = names or sorted(s.name for s in load_catalog(get_settings().styles_path))
+    if not chosen:
+        raise fail(f"no installed styles in {get_settings().styles_path} to publish")
+    _publish(chosen, None, always=True)
+
+
+@styles_app.command("sync")
+def sync() -> None:
+    """Fetch the catalog from the blob store into ATELIER_STYLES_DIR now (servers and workers
+    do it at start and every ATELIER_CATALOG_SYNC_SECONDS by themselves)."""
+    from atelier.cli.store import blob_store_from_settings, store_refusals
+    from atelier.service.catalog_sync import catalog_mirror
+
+    settings = get_settings()
+    with store_refusals():
+        blobs = blob_store_from_settings(settings)
+        try:
+            report = catalog_mirror(blobs, settings).sync()
+        finally:
+            blobs.close()
+    typer.echo(
+        f"{settings.styles_path}: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.removed)} removed, {len(report.unchanged)} unchanged ({report.bytes_downloaded} bytes fetched)"
+    )
+    for name, why in report.failed.items():
+        typer.echo(f"failed    {name}  {why}", err=True)
+    if report.failed:
+        raise fail(f"{len(report.failed)} style(s) could not be synced", code=1)

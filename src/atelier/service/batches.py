@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from atelier.art.images import encode_image
+from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.engines import STYLE_ENGINES
 from atelier.service.instant import StyleChoiceError, StyleRef, photo_ref, style_ref
@@ -303,6 +304,9 @@ def paint_batch_job(ctx: JobContext) -> dict[str, Any]:
         if content_id not in uploads:
             uploads[content_id] = get_upload(services, content_id)
         pairs.append(Pair(index=index, photo=uploads[content_id], style=StyleChoice.of(pair["style"])))
+    for name in sorted({p.style.name for p in pairs if p.style.name}):
+        # A catalog style another machine added: wait for it to sync here rather than fail.
+        require_style(services, name, since=ctx.job.created_at)
     content_type, _ = FORMATS[options.format]
     finished: list[int] = []
     sizes: dict[str, tuple[int, int]] = {}

@@ -22,6 +22,7 @@ import torch
 from sqlalchemy import select
 
 from atelier.art.images import fit_longest, to_tensor
+from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.i18n import normalize
 from atelier.service.instant import DEFAULT_STYLE_SIZE, StyleChoiceError, StyleRef, style_ref
@@ -168,6 +169,9 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
     settings = services.settings
     upload = get_upload(services, payload["upload_id"])
     style_upload = get_upload(services, payload["style_upload_id"]) if payload.get("style_upload_id") else None
+    if payload.get("style_name"):
+        # A catalog style another machine added: wait for it to sync here rather than fail.
+        require_style(services, payload["style_name"], since=ctx.job.created_at)
     style = style_ref(services, name=payload.get("style_name"), upload=style_upload)
     paint = video_painter(services, style, alpha=float(payload.get("alpha", 1.0)))
     key = video_key(payload["video_id"])

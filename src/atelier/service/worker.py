@@ -82,6 +82,16 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (StorageUnavailableError, DecodeBusyError))
 
 
+class JobDeferred(Exception):
+    """The job cannot start yet for a reason that time fixes (this machine has not synced the
+    style it needs): it goes back to the queue to run in ``delay_seconds``, the attempt not
+    counted, so that waiting never uses up its attempts."""
+
+    def __init__(self, reason: str, *, delay_seconds: float) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+
+
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying cannot help: a :class:`PermanentJobError`, or a refusal of the art layer
     about the input (a photo that cannot be read will not become readable). Missing weights are
@@ -139,7 +149,7 @@ class JobContext:
     def is_final_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` escaping the handler now ends the job for good (so the handler can
         tell the user): a permanent error, or any error on the last attempt -- not a stop."""
-        if isinstance(exc, (JobInterrupted, LeaseLostError)) or is_outage(exc):
+        if isinstance(exc, (JobInterrupted, JobDeferred, LeaseLostError)) or is_outage(exc):
             return False
         return is_permanent(exc) or self.last_attempt
 
@@ -272,7 +282,8 @@ class Worker:
         return self.run_job(claimed[0], stop)
 
     def run_job(self, job: JobInfo, stop: threading.Event) -> str:
-        """Run a claimed job and settle it; the outcome (done, released, waiting, retry, failed, dead, lost)."""
+        """Run a claimed job and settle it; the outcome (done, released, waiting, deferred, retry,
+        failed, dead, lost)."""
         queue = self.services.queue
         handler = self.handlers[job.kind]
         self.current_job = job.id
@@ -289,6 +300,13 @@ class Worker:
                 except JobInterrupted:
                     outcome = "released" if queue.release(job.id, self.worker_id) else "lost"
                     log.info("job %s released by %s (stopping)", job.id, self.worker_id)
+                    return outcome
+                except JobDeferred as exc:
+                    # The reason stays on the job's progress for the operator and the status pages.
+                    queue.set_progress(job.id, self.worker_id, 0.0, detail={"stage": "waiting", "waiting_for": str(exc)})
+                    deferred = queue.release(job.id, self.worker_id, retry_in=exc.delay_seconds)
+                    outcome = "deferred" if deferred else "lost"
+                    log.info("job %s deferred by %s for %.0f s: %s", job.id, self.worker_id, exc.delay_seconds, exc)
                     return outcome
                 except LeaseLostError as exc:
                     outcome = "lost"

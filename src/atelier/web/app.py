@@ -42,6 +42,13 @@ class Background:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        from atelier.service.catalog_sync import start_catalog_watcher, sync_at_start
+
+        # Before any worker claims a job: the catalog (and weights, when mirrored) from the store.
+        sync_at_start(self.services)
+        watcher = start_catalog_watcher(self.services, self.stop)
+        if watcher is not None:
+            self.threads.append(watcher)
         if self.workers > 0:
             from atelier.service.worker import start_worker_threads
 
