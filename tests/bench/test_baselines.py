@@ -60,11 +60,13 @@ def test_the_textbook_adain_encodes_the_style_on_every_call(loader: EngineLoader
 
 
 def test_the_textbook_upconv_7_upscales_what_the_upscaler_upscales(models_dir: Path) -> None:
-    from atelier.art.upscale import Upscaler, model_files
+    from atelier.art.engines.upscale import Upscaler
     from atelier.bench.baselines import TextbookUpConv7
+    from atelier.install.models import waifu2x_files
 
     image = synthetic_image(40, 56, seed=3)
-    ours = Upscaler.load("upconv_7_photo", noise=2, models_dir=models_dir).upscale(image)
-    theirs = TextbookUpConv7(*model_files("upconv_7_photo", noise=2, scale=2, models_dir=models_dir))(image)
+    files = waifu2x_files("upconv_7_photo", noise=2, scale=2, models_dir=models_dir)
+    ours = Upscaler.load(files).upscale(image)
+    theirs = TextbookUpConv7(files.param, files.bin)(image)
     assert theirs.shape == ours.shape == (1, 3, 80, 112)
     assert torch.allclose(theirs, ours, atol=1e-4)

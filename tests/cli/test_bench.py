@@ -140,7 +140,7 @@ def test_the_record_prints_a_markdown_table_for_the_docs() -> None:
 
 
 def test_gatys_times_each_backend_once_even_when_two_names_resolve_to_it() -> None:
-    from atelier.art.gatys import resolve_backend
+    from atelier.art.engines.gatys import resolve_backend
 
     result = runner.invoke(
         app,

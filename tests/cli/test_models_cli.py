@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import atelier.cli.models  # noqa: F401 - registers the `models` group
-from atelier.art import models
+from atelier.install import models
 from atelier.cli import app
 from atelier.config import get_settings
 

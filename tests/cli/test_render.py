@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from atelier.art.images import to_tensor
-from atelier.art.vgg import load_vgg
+from atelier.art.blocks.images import to_tensor
+from atelier.art.blocks.vgg import load_vgg
 from atelier.cli import _register, app
 
 _register()
@@ -105,7 +105,7 @@ def test_alpha_zero_keeps_the_photo_for_a_filter(content_dir: Path, tmp_path: Pa
     )
     assert result.exit_code == 0, result.output
     original = Image.open(content_dir / "brad_pitt.jpg").convert("RGB")
-    from atelier.art.images import fit_longest
+    from atelier.art.blocks.images import fit_longest
 
     expected = to_tensor(fit_longest(original, 128))
     assert torch.allclose(to_tensor(Image.open(out)), expected, atol=1.5 / 255)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from atelier.art.styles import add_style
+from atelier.install.styles import add_style
 from atelier.cli import _register, app
 from atelier.config import get_settings
 

@@ -106,7 +106,7 @@ def shipped(style_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for name, file in (("starry", "starry_night.jpg"), ("lost", "no-such-file.jpg")):
         (catalog / name).mkdir(parents=True)
         (catalog / name / "style.toml").write_text(f"[title]\nen = '{name}'\n[painting]\nurls = ['{base}/{file}']\n")
-    import atelier.art.styles as styles
+    import atelier.install.styles as styles
 
     monkeypatch.setattr(styles, "shipped_catalog_dir", lambda: catalog)
     yield catalog

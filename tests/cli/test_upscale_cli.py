@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from atelier.art import upscale as engine
+from atelier.art.engines import upscale as engine
+from atelier.install.models import waifu2x_files
 from atelier.cli import _register, app
 from atelier.cli import upscale as command
 
@@ -50,7 +51,8 @@ def test_the_default_is_upconv_7_photo_at_noise_level_2(small: Path, tmp_path: P
     assert "wrote" in result.output
     with Image.open(out) as written, Image.open(small) as source:
         assert written.size == (90, 76)
-        expected = engine.Upscaler.load("upconv_7_photo", noise=2, models_dir=models_dir).upscale_image(source)
+        files = waifu2x_files("upconv_7_photo", noise=2, models_dir=models_dir)
+        expected = engine.Upscaler.load(files).upscale_image(source)
         assert np.array_equal(np.asarray(written), np.asarray(expected))
 
 

@@ -73,8 +73,8 @@ def microast_painter(services: Any, *, steps: int = 3, delay: float = 0.0) -> An
     for tests of the commission plumbing."""
     import time
 
-    from atelier.art.finish import watermark as mark
-    from atelier.art.images import fit_longest, to_pil, to_tensor
+    from atelier.art.blocks.finish import watermark as mark
+    from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
     from atelier.art.progress import Progress
 
     def paint(photo: Any, style: Any, *, max_size: int, progress: Any, watermark: bool = True) -> Any:
@@ -96,7 +96,7 @@ def add_catalog_style(settings: Settings, style_dir: Path, *, passes: str = "48x
     """Put The Starry Night in the settings' style catalog with a tiny Gatys recipe (two passes
     of a few iterations), as `atelier styles add` would: the real commission painter, at a cost
     fit for tests."""
-    from atelier.art.styles import StyleRecipe, add_style
+    from atelier.install.styles import StyleRecipe, add_style
 
     return add_style(
         style_dir / "starry_night.jpg",

@@ -186,7 +186,7 @@ def test_a_failure_with_attempts_left_puts_the_artwork_back_in_the_queue(service
 
 
 def test_the_preview_recipe_scales_sizes_and_iterations_together() -> None:
-    from atelier.art.gatys import RECIPES
+    from atelier.art.engines.gatys import RECIPES
     from atelier.service.artworks import preview_recipe
 
     full = RECIPES["shallow"]  # 256x300, 512x150, 960x100

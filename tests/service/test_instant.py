@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.art.images import decode_image, image_hash
+from atelier.art.blocks.images import decode_image, image_hash
 from atelier.service.engines import EngineLoader
 from atelier.service.instant import (
     InstantService,
@@ -300,7 +300,7 @@ def test_stack_concatenates_engine_batches_and_refuses_different_sizes(models_di
 
 
 def test_fit_dims_matches_fit_longest() -> None:
-    from atelier.art.images import fit_longest
+    from atelier.art.blocks.images import fit_longest
 
     for size in [(160, 120), (120, 160), (333, 101), (64, 64)]:
         for longest in (50, 96, 257):

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from atelier.art.errors import ModelMissingError
-from atelier.art.finish import FinishSpec, Watermark
-from atelier.art.gatys import RECIPES
+from atelier.art.blocks.finish import FinishSpec, Watermark
+from atelier.art.engines.gatys import RECIPES
 from atelier.art.progress import Progress
-from atelier.art.styles import Style, StyleError, add_style, load_style
+from atelier.install.styles import Style, StyleError, add_style, load_style
 from atelier.service.painting import (
     DEFAULT_FINISH,
     PaintingError,

@@ -305,7 +305,7 @@ def test_the_real_painter_paints_the_hd_version_unmarked_at_twice_the_full_size(
     assert hd.size == (2 * preview.width, 2 * preview.height)
     mark = watermark_spec(services.catalog.get("starry_night").source, True)  # type: ignore[union-attr]
     assert mark is not None
-    from atelier.art.finish import watermark_layer
+    from atelier.art.blocks.finish import watermark_layer
 
     small = hd.resize(preview.size, Image.Resampling.LANCZOS)
     under = np.asarray(

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.art.images import decode_image, fit_longest, to_tensor
-from atelier.art.styles import add_style
+from atelier.art.blocks.images import decode_image, fit_longest, to_tensor
+from atelier.install.styles import add_style
 from atelier.service.catalog import Catalog
 from atelier.service.engines import EngineLoader
 from atelier.service.instant import InstantService, LRUCache, PhotoRef, StyleRef

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from atelier.art.images import ImageError
+from atelier.art.blocks.images import ImageError
 from atelier.art.progress import Progress
 from atelier.service.context import Services
 from atelier.service.worker import JobContext, PermanentJobError, Worker, is_permanent

@@ -1,7 +1,7 @@
 """Hostile files through every route that takes one: each gets a clear refusal (JSON with a code
 on the API, a message in the page's language on the forms) and the server keeps serving.
 
-Animated images are accepted as their first frame, everywhere (art/images.py decides it once).
+Animated images are accepted as their first frame, everywhere (art/blocks/images.py decides it once).
 Bodies over a route's limit are answered 413 before they are read (a raw socket shows the
 server does not wait for the body).
 """

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from atelier.art.images import decode_image
+from atelier.art.blocks.images import decode_image
 from atelier.service.context import Services
 from atelier.service.instant import stylize_image
 from atelier.service.uploads import get_upload

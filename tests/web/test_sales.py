@@ -234,7 +234,7 @@ def assert_unmarked_double(preview: Image.Image, hd: Image.Image) -> None:
     """``hd`` is exactly twice ``preview`` and, brought back to its size, is the preview without
     its watermark: the two agree away from the mark, and under it the preview is what the HD
     picture becomes once the preview painter's mark is drawn on it."""
-    from atelier.art.finish import watermark, watermark_layer
+    from atelier.art.blocks.finish import watermark, watermark_layer
 
     assert hd.size == (2 * preview.width, 2 * preview.height)
     small = hd.convert("RGB").resize(preview.size, Image.Resampling.LANCZOS)
@@ -256,8 +256,8 @@ def assert_unmarked_double(preview: Image.Image, hd: Image.Image) -> None:
 def test_the_watermark_check_tells_a_clean_double_from_a_marked_one(photo_bytes: bytes) -> None:
     # The control of the end-to-end check below: a real photo, marked at 96 px as the preview
     # painter does, against its 192 px version clean (passes) and marked (caught).
-    from atelier.art.finish import watermark
-    from atelier.art.images import fit_longest
+    from atelier.art.blocks.finish import watermark
+    from atelier.art.blocks.images import fit_longest
 
     photo = Image.open(io.BytesIO(photo_bytes)).convert("RGB")
     base = fit_longest(photo, 96)

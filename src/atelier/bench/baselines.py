@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atelier.art.vgg import LAYOUT, layer_index
+from atelier.art.blocks.vgg import LAYOUT, layer_index
 
 Paint = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -311,7 +311,7 @@ class TextbookUpConv7:
     ``torch.no_grad()``. Weights are read from the same ncnn files as :class:`Upscaler`."""
 
     def __init__(self, param: Path, bin: Path, *, device: torch.device | str = "cpu") -> None:
-        from atelier.art.ncnn_format import read_param, read_weights
+        from atelier.art.blocks.ncnn_format import read_param, read_weights
 
         layers = [layer for layer in read_param(param) if layer.type in ("Convolution", "Deconvolution")]
         weights = read_weights(read_param(param), bin.read_bytes())

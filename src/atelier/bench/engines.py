@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from atelier.art.engine import StyleEngine
+from atelier.art.engines.protocol import StyleEngine
 from atelier.art.errors import ModelError
 from atelier.bench.timing import Row, measure
 from atelier.service.engines import EngineLoader
@@ -47,8 +47,8 @@ def subjects(loader: EngineLoader) -> Iterator[Subject]:
 
 
 def _random_adain(device: torch.device) -> StyleEngine:
-    from atelier.art.adain import AdaIN, Decoder
-    from atelier.art.vgg import VGGEncoder
+    from atelier.art.engines.adain import AdaIN, Decoder
+    from atelier.art.blocks.vgg import VGGEncoder
 
     return AdaIN(VGGEncoder.random(up_to="relu4_1"), Decoder.random(level="relu4_1")).to(device)
 

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atelier.art.gatys import RECIPES, Pass, Recipe, paint, pass_shape, resolve_backend
-from atelier.art.vgg import LAYOUT, VGGEncoder, layer_channels, layer_index
+from atelier.art.engines.gatys import RECIPES, Pass, Recipe, paint, pass_shape, resolve_backend
+from atelier.art.blocks.vgg import LAYOUT, VGGEncoder, layer_channels, layer_index
 from atelier.bench.engines import synthetic_image
 from atelier.bench.timing import Row, peak_rss_mb, reset_peak_rss
 

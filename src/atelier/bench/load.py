@@ -186,7 +186,7 @@ def synthetic_jpeg(width: int, height: int, seed: int) -> bytes:
 def load_server(*, models_dir: Path, workers: int = 0, env: dict[str, str] | None = None) -> Iterator[Server]:
     """``atelier serve`` on a free loopback port and a temporary data dir, with a catalog
     painting (a synthetic one) that commissions can be ordered in."""
-    from atelier.art.styles import StyleRecipe, add_style
+    from atelier.install.styles import StyleRecipe, add_style
 
     with tempfile.TemporaryDirectory(prefix="atelier-load-") as temp:
         data = Path(temp)

@@ -286,13 +286,13 @@ def _microast_child(which: str, height: int, width: int, models_dir: str, device
 
 
 def _waifu2x(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
-    from atelier.art.upscale import DEFAULT_NOISE, Upscaler, model_files
+    from atelier.art.engines.upscale import DEFAULT_NOISE, Upscaler
     from atelier.bench.baselines import TextbookUpConv7
+    from atelier.install.models import waifu2x_files
 
-    upscaler = Upscaler.load("upconv_7_photo", noise=DEFAULT_NOISE, models_dir=loader.models_dir, device=loader.device)
-    textbook = TextbookUpConv7(
-        *model_files("upconv_7_photo", noise=DEFAULT_NOISE, scale=2, models_dir=loader.models_dir), device=loader.device
-    )
+    files = waifu2x_files("upconv_7_photo", noise=DEFAULT_NOISE, scale=2, models_dir=loader.models_dir)
+    upscaler = Upscaler.load(files, device=loader.device)
+    textbook = TextbookUpConv7(files.param, files.bin, device=loader.device)
     height, width = plan.waifu2x
     image = synthetic_image(height, width)
     times = compare({"atelier": lambda: upscaler.upscale(image), "textbook": lambda: textbook(image)}, repeat=plan.repeat)
@@ -307,7 +307,7 @@ def _waifu2x(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
 
 
 def _service(loader: EngineLoader, plan: Plan, *, threads: int) -> Iterator[Row]:
-    from atelier.art import models
+    from atelier.install import models
     from atelier.bench.service import bench_service
 
     models.require("microast", models_dir=loader.models_dir)
@@ -322,7 +322,7 @@ def _service(loader: EngineLoader, plan: Plan, *, threads: int) -> Iterator[Row]
 
 
 def _video(loader: EngineLoader, plan: Plan) -> Iterator[Row]:
-    from atelier.art.video import stylize_video
+    from atelier.art.engines.video import stylize_video
     from atelier.bench.baselines import TextbookFilter, TextbookMicroAST
     from atelier.bench.video import painter, synthetic_clip
 

@@ -64,7 +64,7 @@ class LoadResult:
 
 
 def _jpeg(width: int, height: int, seed: int) -> bytes:
-    from atelier.art.images import encode_image, to_pil
+    from atelier.art.blocks.images import encode_image, to_pil
 
     return encode_image(to_pil(synthetic_image(height, width, seed=seed)), format="JPEG", quality=90)
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from atelier.art.devices import VIDEO_BATCH
+from atelier.art.blocks.devices import VIDEO_BATCH
 from atelier.art.errors import ModelError
 from atelier.bench.engines import STYLE_SIZE, synthetic_image
 from atelier.bench.timing import Row, measure
 from atelier.service.engines import EngineLoader
 
 if TYPE_CHECKING:
-    from atelier.art.video import VideoReport
+    from atelier.art.engines.video import VideoReport
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def bench_video(
     The seconds exclude the flicker measure (it is a measurement, not part of the product's
     work); they include decoding, painting, steadying and encoding.
     """
-    from atelier.art.video import probe, stylize_video
+    from atelier.art.engines.video import probe, stylize_video
 
     with tempfile.TemporaryDirectory(prefix="atelier-bench-video-") as folder:
         work = Path(folder)

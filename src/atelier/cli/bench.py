@@ -33,7 +33,7 @@ def _ints(text: str) -> list[int]:
 
 def _loader(settings: Settings, device: str | None) -> EngineLoader:
     """The engines on ``device`` (default: the setting); cuda without a GPU is refused here."""
-    from atelier.art.devices import resolve_device
+    from atelier.art.blocks.devices import resolve_device
     from atelier.service.engines import EngineLoader
 
     return EngineLoader(models_dir=settings.models_path, device=resolve_device(device or settings.device))
@@ -155,7 +155,7 @@ def gatys(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """Seconds per Gatys iteration against the textbook (neural-style-pt) loop, in one run."""
-    from atelier.art.devices import resolve_device
+    from atelier.art.blocks.devices import resolve_device
     from atelier.bench.gatys import LAYER_SETS, bench_gatys
 
     settings = get_settings()
@@ -188,8 +188,8 @@ def service(
     """The instant API under load: 1 and N clients calling /api/v1/stylize on a real server, one
     at a time against micro-batched (images/s, p50 and p99 latency); and a new photo against a
     re-pick by content_id."""
-    from atelier.art import models
-    from atelier.art.devices import resolve_device
+    from atelier.install import models
+    from atelier.art.blocks.devices import resolve_device
     from atelier.bench.service import bench_service
 
     settings = get_settings()

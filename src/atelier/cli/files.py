@@ -24,7 +24,7 @@ class OutputError(ValueError):
 
 def read_photo(source: str | Path, *, max_pixels: int, max_bytes: int) -> Image:
     """Decode the photo at ``source`` (a path, or ``-``: all of stdin), safely."""
-    from atelier.art.images import decode_image
+    from atelier.art.blocks.images import decode_image
 
     if str(source) == STDIO:
         # One byte more than the limit: decode_image then refuses it with its own message.
@@ -48,7 +48,7 @@ def check_output(target: str | Path, *, format: str | None = None) -> None:
 def write_picture(image: Image, target: str | Path, *, format: str | None = None, quality: int = 92) -> str:
     """Write ``image`` to ``target`` (whole or not at all), or to stdout for ``-``; return
     what to call it in messages."""
-    from atelier.art.images import encode_image, save_image
+    from atelier.art.blocks.images import encode_image, save_image
 
     if str(target) == STDIO:
         data = encode_image(image, format=(format or "png"), quality=quality)

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from atelier.art import models
+from atelier.install import models
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.cli import app, fail, refusals
 from atelier.config import get_settings

@@ -14,9 +14,9 @@ from atelier.config import get_settings
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from atelier.art.faces import Faces
+    from atelier.art.blocks.faces import Faces
     from atelier.art.progress import ProgressCallback
-    from atelier.art.styles import Style
+    from atelier.install.styles import Style
 
 # The engines (and torch) are imported inside the command: `atelier --help` and the other
 # commands should not pay the second or two that importing torch takes.
@@ -143,8 +143,8 @@ def render(
             temporal=temporal,
         )
         return
-    from atelier.art.devices import resolve_device
-    from atelier.art.images import decode_image, save_image
+    from atelier.art.blocks.devices import resolve_device
+    from atelier.art.blocks.images import decode_image, save_image
     from atelier.cli.progressbar import progress_bar
     from atelier.service.engines import EngineLoader, filter_name
     from atelier.service.instant import AdaINWeights, stylize_image
@@ -234,7 +234,7 @@ def _faces_option(detect: bool, boxes: list[str], photo: PILImage) -> bool | Fac
     scales them with the photo when --size changes it)."""
     if not boxes:
         return detect
-    from atelier.art.faces import faces_from_boxes
+    from atelier.art.blocks.faces import faces_from_boxes
 
     rects = []
     for text in boxes:
@@ -254,7 +254,7 @@ def _catalog_style(styles: list[str], styles_dir: Path) -> Style | None:
     names = [s for s in styles if not Path(s).exists()]
     if not names:
         return None
-    from atelier.art.styles import StyleNotFoundError, find_style, valid_name
+    from atelier.install.styles import StyleNotFoundError, find_style, valid_name
     from atelier.service.engines import filter_name
 
     found = []
@@ -294,9 +294,9 @@ def _render_gatys(
     """``--engine gatys`` (or a catalog style whose engine it is): atelier.service.painting."""
     from PIL.Image import Image
 
-    from atelier.art.devices import resolve_device
-    from atelier.art.gatys import parse_passes, recipe_names
-    from atelier.art.images import decode_image, save_image
+    from atelier.art.blocks.devices import resolve_device
+    from atelier.art.engines.gatys import parse_passes, recipe_names
+    from atelier.art.blocks.images import decode_image, save_image
     from atelier.art.progress import Progress
     from atelier.cli.progressbar import progress_bar
     from atelier.service.painting import render_painting

@@ -1,7 +1,7 @@
 """The video half of ``atelier render``: a clip in, the painted clip out.
 
 ``atelier render`` (cli/render.py) hands a clip here when :func:`is_video_job` says so. The
-engine is loaded once, the style encoded once, and :func:`atelier.art.video.stylize_video` does
+engine is loaded once, the style encoded once, and :func:`atelier.art.engines.video.stylize_video` does
 the rest; this module only turns options and settings into a painter and prints the result.
 It imports PyAV and OpenCV only when a clip is actually rendered (a photo need not pay for them).
 """
@@ -20,7 +20,7 @@ from atelier.cli import fail, refusals
 from atelier.service.engines import EngineLoader
 
 if TYPE_CHECKING:
-    from atelier.art.video import VideoReport
+    from atelier.art.engines.video import VideoReport
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ def render_video(
     if output.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
         raise fail(f"cannot write a video to {output.name}: use a .mp4, .m4v, .mov or .gif output file")
     try:
-        from atelier.art import video
+        from atelier.art.engines import video
     except ImportError as exc:  # PyAV and OpenCV are base dependencies: a damaged install
         raise fail(
             f"video needs PyAV and OpenCV ({exc.name} is missing), which atelier installs: "
             "pip install --force-reinstall atelier"
         ) from None
 
-    from atelier.art.devices import resolve_device
+    from atelier.art.blocks.devices import resolve_device
     from atelier.cli.progressbar import progress_bar
     from atelier.config import get_settings
 
@@ -168,11 +168,11 @@ def make_painter(
 
     The engine is loaded and the style images encoded here, once: every frame is painted with
     the same style statistics. ``preserve_color`` keeps each frame's colours by luminance-only
-    transfer (:func:`atelier.art.color.preserve_colors`) rather than by recolouring the style
+    transfer (:func:`atelier.art.blocks.color.preserve_colors`) rather than by recolouring the style
     to each frame, which would change the style's statistics from frame to frame and flicker.
     """
-    from atelier.art.color import preserve_colors
-    from atelier.art.images import decode_image, fit_longest, to_tensor
+    from atelier.art.blocks.color import preserve_colors
+    from atelier.art.blocks.images import decode_image, fit_longest, to_tensor
     from atelier.service.engines import filter_name
 
     device = loader.device

@@ -29,7 +29,7 @@ def _log_info() -> None:
 
 def _check_device(device: str) -> None:
     """ATELIER_DEVICE=cuda on a machine without a GPU: refuse at start, not on every request."""
-    from atelier.art.devices import resolve_device
+    from atelier.art.blocks.devices import resolve_device
     from atelier.art.errors import DeviceError
 
     try:

@@ -50,7 +50,7 @@ def sheet(
         check_output(output, format=format)
     except OutputError as exc:
         raise fail(str(exc)) from None
-    from atelier.art.devices import resolve_device
+    from atelier.art.blocks.devices import resolve_device
     from atelier.cli.progressbar import progress_bar
     from atelier.service.catalog import Catalog
     from atelier.service.engines import EngineLoader
@@ -69,7 +69,7 @@ def sheet(
             )
         where = write_picture(made.image, output, format=format)
         if tiles_dir is not None:
-            from atelier.art.images import save_image
+            from atelier.art.blocks.images import save_image
 
             for tile in made.tiles:
                 save_image(tile.image, tiles_dir / f"{tile.name}.jpg", quality=90)

@@ -13,9 +13,9 @@ from atelier.cli import app, fail, refusals
 from atelier.config import get_settings
 
 if TYPE_CHECKING:
-    from atelier.art.styles import Style
+    from atelier.install.styles import Style
 
-# atelier.art.styles (and torch behind it) is imported inside the commands: `atelier --help`
+# atelier.install.styles (and torch behind it) is imported inside the commands: `atelier --help`
 # stays quick.
 
 styles_app = typer.Typer(help="The style catalog: list, show, add, import, download.", no_args_is_help=True)
@@ -60,7 +60,7 @@ def list_styles(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
 ) -> None:
     """The styles in the catalog, and the shipped ones not downloaded yet."""
-    from atelier.art.styles import load_catalog, shipped_styles
+    from atelier.install.styles import load_catalog, shipped_styles
 
     folder = _folder(styles_dir)
     mine = {s.name: s for s in load_catalog(folder, include_missing=True)}
@@ -86,7 +86,7 @@ def show_style(
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Model weights folder (default: ATELIER_MODELS_DIR)."),
 ) -> None:
     """Everything about one style, with the recipe it paints with on this machine's weights."""
-    from atelier.art.styles import find_style
+    from atelier.install.styles import find_style
 
     with refusals():
         style = find_style(name, _folder(styles_dir))
@@ -163,7 +163,7 @@ def add(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
 ) -> None:
     """Make a style from one painting with the default recipe; tune its style.toml afterwards."""
-    from atelier.art.styles import add_style
+    from atelier.install.styles import add_style
 
     settings = get_settings()
     titles = None
@@ -187,7 +187,7 @@ def import_(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
 ) -> None:
     """Copy style folders (each checked first) into the catalog."""
-    from atelier.art.styles import import_styles
+    from atelier.install.styles import import_styles
 
     with refusals():
         reports = import_styles(source, styles_dir=_folder(styles_dir), force=force)
@@ -209,7 +209,7 @@ def download(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
 ) -> None:
     """Fetch the public-domain paintings of the shipped catalog (Wikimedia Commons)."""
-    from atelier.art.styles import download_styles
+    from atelier.install.styles import download_styles
 
     with refusals():
         reports = download_styles(names or None, styles_dir=_folder(styles_dir), force=force, timeout=timeout)
@@ -230,7 +230,7 @@ def publish(
     """Put styles in the blob store (ATELIER_STORAGE_URL), where every machine's `atelier serve`
     and `atelier worker` fetch them (ATELIER_CATALOG_SYNC). add/import/download do this by
     themselves when catalog sync is on; this is for a catalog made before, or with sync off."""
-    from atelier.art.styles import load_catalog
+    from atelier.install.styles import load_catalog
 
     chosen = names or sorted(s.name for s in load_catalog(get_settings().styles_path))
     if not chosen:

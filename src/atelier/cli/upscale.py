@@ -10,7 +10,7 @@ import typer
 from atelier.cli import app, fail, refusals
 from atelier.config import get_settings
 
-# Kept in step with atelier.art.upscale (imported lazily: torch is slow to import); a test
+# Kept in step with atelier.art.engines.upscale (imported lazily: torch is slow to import); a test
 # checks that they agree. The default noise level is DEFAULT_NOISE there: see why there.
 MODELS = ("upconv_7_photo", "upconv_7_art", "cunet")
 DEFAULT_NOISE = 2
@@ -54,21 +54,17 @@ def upscale(
         raise fail(f"cannot write {output.name}: use a .png, .jpg or .webp output file")
     from PIL import Image
 
-    from atelier.art.devices import resolve_device
-    from atelier.art.images import decode_image, save_image
-    from atelier.art.upscale import Upscaler
+    from atelier.art.blocks.devices import resolve_device
+    from atelier.art.blocks.images import decode_image, save_image
+    from atelier.art.engines.upscale import Upscaler
+    from atelier.install.models import waifu2x_files
     from atelier.cli.progressbar import progress_bar
     from atelier.runtime import set_threads
 
     with refusals():
         set_threads(settings.threads)
-        upscaler = Upscaler.load(
-            model,
-            noise=noise,
-            scale=scale,
-            models_dir=models_dir or settings.models_path,
-            device=resolve_device(device or settings.device),
-        )
+        files = waifu2x_files(model, noise=noise, scale=scale, models_dir=models_dir or settings.models_path)
+        upscaler = Upscaler.load(files, device=resolve_device(device or settings.device))
         picture = decode_image(
             image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes, keep_alpha=True
         )

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atelier.art.errors import ArtError
-from atelier.art.images import encode_image
+from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.service import i18n
 from atelier.service.context import Services
@@ -41,7 +41,7 @@ from atelier.store.db import Artwork, JobStatus, Upload, transaction, utcnow
 from atelier.store.queue import enqueue
 
 if TYPE_CHECKING:
-    from atelier.art.gatys import Recipe
+    from atelier.art.engines.gatys import Recipe
     from atelier.service.catalog import StyleEntry
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ def default_painter(services: Services) -> CommissionPainter:
 def watermarked_previews(progress: ProgressCallback, style: StyleEntry) -> ProgressCallback:
     """``progress`` with every intermediate picture watermarked like the preview: the status
     page shows the painting as it grows, and must not hand out an unmarked copy of it."""
-    from atelier.art.finish import Watermark
+    from atelier.art.blocks.finish import Watermark
 
     source = style.source
     mark = getattr(getattr(source, "finish", None), "watermark", None) or Watermark(text="Atelier", opacity=0.4, scale=0.22)

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from atelier.art.images import encode_image
+from atelier.art.blocks.images import encode_image
 from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.engines import STYLE_ENGINES

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from atelier.art.filters import FILTERS
-from atelier.art.images import encode_image
+from atelier.art.engines.filters import FILTERS
+from atelier.art.blocks.images import encode_image
 from atelier.service import i18n
 
 if TYPE_CHECKING:
-    from atelier.art.styles import Style
+    from atelier.install.styles import Style
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def _filter_entries() -> list[StyleEntry]:
 
 
 def _catalog_entries(styles_dir: Path) -> list[StyleEntry]:
-    """The hand-picked styles whose painting is installed (atelier.art.styles)."""
-    from atelier.art.styles import load_catalog
+    """The hand-picked styles whose painting is installed (atelier.install.styles)."""
+    from atelier.install.styles import load_catalog
 
     return [entry_of_catalog_style(style) for style in load_catalog(styles_dir)]
 

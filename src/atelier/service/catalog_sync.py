@@ -61,7 +61,7 @@ def models_mirror(blobs: BlobStore, settings: Settings) -> BundleMirror:
 
 def publish_styles(blobs: BlobStore, settings: Settings, names: list[str] | None = None) -> list[str]:
     """Publish the named styles of ATELIER_STYLES_DIR (default: every installed one); their names."""
-    from atelier.art.styles import load_catalog
+    from atelier.install.styles import load_catalog
 
     mirror = catalog_mirror(blobs, settings)
     styles = {s.name: s for s in load_catalog(settings.styles_path)}

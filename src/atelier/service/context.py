@@ -153,7 +153,7 @@ class Services:
     @cached_property
     def loader(self) -> EngineLoader:
         """Engines, loaded on first use and kept."""
-        from atelier.art.devices import resolve_device
+        from atelier.art.blocks.devices import resolve_device
         from atelier.service.engines import EngineLoader
 
         return self._once(

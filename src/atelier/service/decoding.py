@@ -3,7 +3,7 @@
 The pixel limit (ATELIER_MAX_IMAGE_PIXELS) bounds one picture, not many: a PNG of 128 KB may
 declare 6300x6300 pixels (under the 40 MP limit) and cost over 300 MiB to decode, and six at once
 took a server from 870 to 2,477 MiB. So each decode first takes its estimated peak
-(:func:`atelier.art.images.decode_cost`, from the header alone) out of ATELIER_DECODE_MEMORY_MB,
+(:func:`atelier.art.blocks.images.decode_cost`, from the header alone) out of ATELIER_DECODE_MEMORY_MB,
 waits up to ATELIER_DECODE_WAIT_SECONDS for room, and gives it back when the picture is decoded.
 A request that finds no room in time is refused with :class:`DecodeBusyError` (503 with
 Retry-After); a painting job that does is handed back like one that meets an outage.

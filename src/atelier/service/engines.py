@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from atelier.art import models
-from atelier.art.devices import resolve_device, with_precision
-from atelier.art.engine import StyleEngine
+from atelier.install import models
+from atelier.art.blocks.devices import resolve_device, with_precision
+from atelier.art.engines.protocol import StyleEngine
 from atelier.art.errors import ArtError
-from atelier.art.filters import FILTERS, FilterNet, load_filter
+from atelier.art.engines.filters import FILTERS, FilterNet, load_filter
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,13 @@ class EngineLoader:
         return with_precision(engine, self.device, self.precision, name=name)
 
     def _load_microast(self) -> StyleEngine:
-        from atelier.art.microast import load_microast
+        from atelier.art.engines.microast import load_microast
 
         paths = models.require("microast", models_dir=self.models_dir)
         return load_microast(**paths, device=self.device)
 
     def _load_adain_set(self, weights: str) -> StyleEngine:
-        from atelier.art.adain import load_adain
+        from atelier.art.engines.adain import load_adain
 
         paths = models.require(weights, models_dir=self.models_dir)
         if weights == "adain":
@@ -114,7 +114,7 @@ class EngineLoader:
         return load_adain(vgg=paths["encoder"], decoder=paths["decoder"], device=self.device)
 
     def _load_adain_files(self, vgg: Path | None, decoder: Path | None) -> StyleEngine:
-        from atelier.art.adain import load_adain
+        from atelier.art.engines.adain import load_adain
 
         official = models.require("adain", models_dir=self.models_dir) if vgg is None or decoder is None else {}
         vgg_path = vgg or official["vgg"]

@@ -1,8 +1,8 @@
-"""Faces kept readable in the product's pictures: the policy around :mod:`atelier.art.faces`.
+"""Faces kept readable in the product's pictures: the policy around :mod:`atelier.art.blocks.faces`.
 
 Every path that paints a photo (``atelier render``, the instant API, the commission) takes a
 ``faces`` option: True (the default) finds the faces and paints them finer, False paints the
-picture as a whole, a :class:`~atelier.art.faces.Faces` gives them (a pet's face marked by
+picture as a whole, a :class:`~atelier.art.blocks.faces.Faces` gives them (a pet's face marked by
 hand: the detector finds people and cats, not dogs). Where OpenCV's cascades are not installed
 the picture is painted as a whole and the log says so once: a missing extra must not refuse a
 picture that paints fine without it.
@@ -17,7 +17,7 @@ from typing import TypeAlias
 import torch
 from PIL import Image
 
-from atelier.art.faces import Faces, PaintFn, detect_faces, detector_available, repaint_faces
+from atelier.art.blocks.faces import Faces, PaintFn, detect_faces, detector_available, repaint_faces
 
 log = logging.getLogger(__name__)
 

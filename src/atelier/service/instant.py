@@ -21,7 +21,7 @@ Two entry points:
     thread also means requests never fight over the cores.
 
 Departure from the AdaIN reference: ``preserve_color`` in the service keeps the photo's colours by
-luminance-only transfer after painting (:func:`atelier.art.color.preserve_colors`), not by
+luminance-only transfer after painting (:func:`atelier.art.blocks.color.preserve_colors`), not by
 recolouring the style before encoding (CORAL) as :func:`stylize_image` does. CORAL makes the style
 statistics depend on the photo, which would defeat the style cache and the batching.
 """
@@ -44,11 +44,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import torch
 from PIL import Image
 
-from atelier.art.color import preserve_colors
+from atelier.art.blocks.color import preserve_colors
 from atelier.art.errors import ArtError
-from atelier.art.faces import Faces
-from atelier.art.images import fit_longest, to_pil, to_tensor
-from atelier.art.lattice import suppress_lattice
+from atelier.art.blocks.faces import Faces
+from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
+from atelier.art.blocks.lattice import suppress_lattice
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
 from atelier.service.faces import FacesOption, find_faces, paint_faces_finer
@@ -117,7 +117,7 @@ def stylize_image(
     found and painted finer (:mod:`atelier.service.faces`); not with a ``mask``, whose regions
     a face crop would cut. ``style_size`` is the longest side the paintings are scaled to;
     None ties it to the output (:func:`tied_style_size`). ``delattice``: MicroAST's fixed 4/8 px
-    pattern is taken out of flat areas (:func:`atelier.art.lattice.suppress_lattice`).
+    pattern is taken out of flat areas (:func:`atelier.art.blocks.lattice.suppress_lattice`).
     """
     if not 0.0 <= alpha <= 1.0:
         raise StyleChoiceError(f"strength (alpha) must be between 0 and 1, got {alpha}")

@@ -10,7 +10,7 @@ size without the mark and doubles it with :func:`upscale_picture` (atelier.servi
 :func:`render_commission` is the one-call form of the same pipeline. ``atelier render --engine gatys`` calls :func:`render_painting` too.
 
 The watermark goes on last, after the upscale, so it is drawn crisp at the final size instead of
-being enlarged with the picture (``atelier.art.finish.finish`` would put it on before).
+being enlarged with the picture (``atelier.art.blocks.finish.finish`` would put it on before).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from atelier.art import models
-from atelier.art.devices import resolve_device
+from atelier.install import models
+from atelier.art.blocks.devices import resolve_device
 from atelier.art.errors import ArtError, ModelMissingError
-from atelier.art.finish import FinishSpec, Watermark, finish
-from atelier.art.gatys import Painting, PassRecord, Recipe, check_layers, paint, pick_recipe
-from atelier.art.images import fit_longest, to_pil, to_tensor
+from atelier.art.blocks.finish import FinishSpec, Watermark, finish
+from atelier.art.engines.gatys import Painting, PassRecord, Recipe, check_layers, paint, pick_recipe
+from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.progress import Progress, ProgressCallback, no_progress
-from atelier.art.styles import Style
-from atelier.art.upscale import Upscaler
-from atelier.art.vgg import VGGEncoder, load_vgg
+from atelier.install.styles import Style
+from atelier.art.engines.upscale import Upscaler
+from atelier.art.blocks.vgg import VGGEncoder, load_vgg
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ def upscale_picture(
         raise PaintingError(f"upscale by 2 or 4, not {factor}")
     if factor == 1:
         return image.copy()
-    upscaler = Upscaler.load(model, noise=noise, models_dir=models_dir, device=resolve_device(device))
+    files = models.waifu2x_files(model, noise=noise, models_dir=models_dir)
+    upscaler = Upscaler.load(files, device=resolve_device(device))
     out = image.convert("RGB")
     for _ in range(factor // 2):
         out = upscaler.upscale_image(out, progress=progress)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from atelier.art.images import encode_image
+from atelier.art.blocks.images import encode_image
 from atelier.extras import need
 from atelier.service import i18n
 from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter, mail_owner

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from PIL import Image, ImageDraw, ImageFont
 
 from atelier.art.errors import ArtError
-from atelier.art.images import fit_longest
+from atelier.art.blocks.images import fit_longest
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def paint_sheet(
     """
     import torch
 
-    from atelier.art.images import to_pil, to_tensor
+    from atelier.art.blocks.images import to_pil, to_tensor
     from atelier.service.engines import STYLE_ENGINES
 
     if engine not in STYLE_ENGINES:
@@ -249,7 +249,7 @@ def paint_sheet(
 def _encoded_style(
     model: Any, engine: str, style: SheetStyle, style_size: int, cache: StyleCache | None, device: torch.device
 ) -> Any:
-    from atelier.art.images import to_tensor
+    from atelier.art.blocks.images import to_tensor
 
     key = (engine, style.cache_key, style_size)  # the instant service's key for the same style
     if cache is not None:
@@ -270,7 +270,7 @@ def _paint_batch(model: Any, photo: torch.Tensor, styles: list[Any]) -> list[tor
     can be given per row of a batch (MicroAST and AdaIN both can), else one call per style."""
     import torch
 
-    from atelier.art.lattice import suppress_lattice
+    from atelier.art.blocks.lattice import suppress_lattice
 
     content = model.encode_content(photo)
     per_row = _per_row(styles)
@@ -308,8 +308,8 @@ def _per_row(styles: list[Any]) -> Any | None:
 
     import torch
 
-    from atelier.art.adain import StyleStatistics
-    from atelier.art.microast import MicroASTStyle
+    from atelier.art.engines.adain import StyleStatistics
+    from atelier.art.engines.microast import MicroASTStyle
 
     first = styles[0]
     if isinstance(first, MicroASTStyle):

@@ -20,7 +20,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from atelier.art.errors import ArtError
-from atelier.art.images import UnsupportedImageError, decode_cost, decode_image, image_hash
+from atelier.art.blocks.images import UnsupportedImageError, decode_cost, decode_image, image_hash
 from atelier.service.context import Services
 from atelier.store.blobs import PresignedPost, new_key
 from atelier.store.db import Upload, transaction, utcnow

@@ -3,7 +3,7 @@
 
 ``POST /api/v1/videos`` calls :func:`order_video`; a worker runs :func:`stylize_video_job`
 (frames painted with the instant engines, the style encoded once so every frame gets the same
-statistics, steadied with optical flow by :func:`atelier.art.video.stylize_video`), stores the
+statistics, steadied with optical flow by :func:`atelier.art.engines.video.stylize_video`), stores the
 clip under a key fixed by the video's id and mails a link when an address was given. The id is
 128 random bits: the only way to find the video.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from sqlalchemy import select
 
-from atelier.art.images import fit_longest, to_tensor
+from atelier.art.blocks.images import fit_longest, to_tensor
 from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.i18n import normalize
@@ -162,7 +162,7 @@ def video_painter(services: Services, style: StyleRef, *, alpha: float) -> Calla
 @job_handler(VIDEO_JOB)
 def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
     """Paint a clip, store it under its key, and mail the link when an address was given."""
-    from atelier.art import video  # PyAV and OpenCV: only where clips are painted
+    from atelier.art.engines import video  # PyAV and OpenCV: only where clips are painted
 
     payload = ctx.payload
     services = ctx.services

@@ -43,7 +43,7 @@ from typing import Any
 from PIL import Image
 
 from atelier.art.errors import ArtError, ModelError
-from atelier.art.images import encode_image
+from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, Operationa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
-from atelier.art.images import FileTooLargeError, ImageTooLargeError
+from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
 from atelier.store.errors import PolicyError, StorageUnavailableError, StoreError
 from atelier.store.integrity import is_damage, note_damage
 

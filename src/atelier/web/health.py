@@ -35,7 +35,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     """Whether this process can serve: the database answers, is migrated and whole (a SQLite
     file's quick_check, reused for a minute), the blob store answers and has room, the weights
     of the default engines are installed."""
-    from atelier.art import models
+    from atelier.install import models
     from atelier.store.migrations import is_up_to_date
 
     checks: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from atelier.art.images import encode_image
+from atelier.art.blocks.images import encode_image
 from atelier.service.context import Services
 from atelier.service.instant import StyleRef, StylizeResult, photo_ref, style_ref
 from atelier.service.uploads import (
@@ -89,7 +89,7 @@ def confirm(services: ServicesDep, upload_id: str) -> dict[str, object]:
 def upload_image(services: ServicesDep, upload_id: str) -> Response:
     """The photo (or painting) of an upload, scaled to the instant API's largest size: the
     "before" of the before/after slider."""
-    from atelier.art.images import fit_longest
+    from atelier.art.blocks.images import fit_longest
 
     info = get_upload(services, upload_id)
     if info.kind == "video" or not info.sha256:
@@ -274,7 +274,7 @@ async def thumbnail(services: ServicesDep, name: str) -> Response:
         raise ApiError(404, "not_found", f"unknown style {name!r}")
 
     def paint(scene, filter_name):  # type: ignore[no-untyped-def]
-        from atelier.art.images import to_pil, to_tensor
+        from atelier.art.blocks.images import to_pil, to_tensor
 
         net = services.loader.filter(filter_name)
         return to_pil(net.stylize(to_tensor(scene).to(services.loader.device)))

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
-from atelier.art.images import FileTooLargeError, ImageTooLargeError
+from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
 from atelier.service import i18n
 from atelier.service.artworks import ArtworkStatus, OrderError, artwork_by_preview_token, get_artwork, order_artwork
 from atelier.service.catalog import StyleEntry

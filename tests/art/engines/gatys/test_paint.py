@@ -1,0 +1,158 @@
+"""Painting in passes on the real relu3_1 VGG weights: losses fall, passes continue each other,
+seeds repeat, the style is carried, progress is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from atelier.art.blocks.color import luminance
+from atelier.art.engines.gatys import RECIPES, Pass, Recipe, gram, paint
+from atelier.art.blocks.images import fit_longest, to_tensor
+from atelier.art.progress import Progress
+from atelier.art.blocks.vgg import VGGEncoder
+
+SHALLOW = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1")
+
+
+def picture(folder: Path, name: str, size: int) -> torch.Tensor:
+    with Image.open(folder / name) as image:
+        return to_tensor(fit_longest(image.convert("RGB"), size))
+
+
+def shallow(passes: str, **changes: object) -> Recipe:
+    recipe = RECIPES["shallow"].with_passes(passes)
+    if changes:
+        recipe = Recipe(recipe.name, tuple(Pass.from_dict(changes, defaults=p) for p in recipe.passes))
+    return recipe
+
+
+def style_distance(encoder: VGGEncoder, image: torch.Tensor, style: torch.Tensor) -> float:
+    """Sum over the style layers of the relative Gram distance to the style image."""
+    with torch.no_grad():
+        mine = encoder(image, layers=SHALLOW)
+        theirs = encoder(style, layers=SHALLOW)
+    total = 0.0
+    for name in SHALLOW:
+        target = gram(theirs[name])
+        total += float((gram(mine[name]) - target).norm() / target.norm())
+    return total
+
+
+def test_the_loss_goes_down_over_a_pass(encoder: VGGEncoder, photo, starry) -> None:
+    result = paint(encoder, photo, [starry], recipe=shallow("64x15"))
+    losses = result.passes[0].losses
+    assert len(losses) == 15
+    assert losses[-1] < 0.3 * losses[0]
+    assert min(losses[5:]) < min(losses[:5])
+
+
+def test_adam_lowers_the_loss_too(encoder: VGGEncoder, photo, starry) -> None:
+    result = paint(encoder, photo, [starry], recipe=shallow("64x15", optimizer="adam"))
+    losses = result.passes[0].losses
+    assert losses[-1] < 0.7 * losses[0]
+    assert 0.0 <= float(result.image.min()) and float(result.image.max()) <= 1.0
+
+
+def test_the_second_pass_starts_where_the_first_ended(encoder: VGGEncoder, photo, starry) -> None:
+    two = paint(encoder, photo, [starry], recipe=shallow("64x15,96x5"))
+    cold = paint(encoder, photo, [starry], recipe=shallow("96x5"))
+    first, second = two.passes
+    assert (second.width, second.height) == (96, 96)
+    # Resizing the first pass's result loses a little, but it starts far below a cold start.
+    assert second.losses[0] < 0.5 * cold.passes[0].losses[0]
+    assert second.losses[-1] < cold.passes[0].losses[-1]
+    assert tuple(two.image.shape) == (1, 3, 96, 96)
+
+
+def test_a_seeded_run_is_repeatable(encoder: VGGEncoder, photo, starry) -> None:
+    recipe = shallow("48x4")
+    a = paint(encoder, photo, [starry], recipe=recipe, init="noise", seed=7)
+    b = paint(encoder, photo, [starry], recipe=recipe, init="noise", seed=7)
+    c = paint(encoder, photo, [starry], recipe=recipe, init="noise", seed=8)
+    assert torch.equal(a.image, b.image)
+    assert a.losses == b.losses
+    assert not torch.equal(a.image, c.image)
+
+
+def test_a_two_pass_render_carries_the_style(encoder: VGGEncoder, photo, starry) -> None:
+    result = paint(encoder, photo, [starry], recipe=shallow("64x30,128x10"))
+    out = result.image
+    assert tuple(out.shape) == (1, 3, 128, 128)
+    small_photo = torch.nn.functional.interpolate(photo, size=(128, 128), mode="area")
+    small_style = torch.nn.functional.interpolate(starry, size=(80, 128), mode="area")
+    painted = style_distance(encoder, out, small_style)
+    original = style_distance(encoder, small_photo, small_style)
+    assert painted < 0.4 * original, (painted, original)
+    # ... and still shows the photo: closer to it than to the painting at the content layer.
+    with torch.no_grad():
+        f_out = encoder.encode(out, "relu3_1")
+        f_photo = encoder.encode(small_photo, "relu3_1")
+    assert float((f_out - f_photo).norm() / f_photo.norm()) < 1.0
+
+
+def test_a_blend_weight_of_zero_ignores_that_painting(encoder: VGGEncoder, photo, starry, style_dir: Path) -> None:
+    other = picture(style_dir, "mondrian.jpg", 128)
+    recipe = shallow("48x4")
+    alone = paint(encoder, photo, [starry], recipe=recipe)
+    blended = paint(encoder, photo, [starry, other], style_weights=[1.0, 0.0], recipe=recipe)
+    mixed = paint(encoder, photo, [starry, other], style_weights=[0.5, 0.5], recipe=recipe)
+    assert torch.allclose(alone.image, blended.image, atol=1e-5)
+    assert not torch.allclose(alone.image, mixed.image, atol=1e-3)
+
+
+def test_original_colors_keep_the_photo_s_colours(encoder: VGGEncoder, photo, starry) -> None:
+    result = paint(encoder, photo, [starry], recipe=shallow("64x10"), original_colors=True)
+    out = result.image
+    small = torch.nn.functional.interpolate(photo, size=out.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)
+    chroma_out = out - luminance(out)
+    chroma_photo = small - luminance(small)
+    unclipped = (out > 0.02) & (out < 0.98)
+    assert float((chroma_out - chroma_photo)[unclipped].abs().mean()) < 0.01
+    assert float((luminance(out) - luminance(small)).abs().mean()) > 0.02  # the texture changed
+
+
+def test_progress_reports_pass_iteration_loss_and_previews(encoder: VGGEncoder, photo, starry) -> None:
+    seen: list[Progress] = []
+    paint(encoder, photo, [starry], recipe=shallow("48x4,64x3"), preview_every=2, progress=seen.append)
+    assert [(p.stage, p.step, p.total) for p in seen] == [
+        ("pass 1/2", 1, 4), ("pass 1/2", 2, 4), ("pass 1/2", 3, 4), ("pass 1/2", 4, 4),
+        ("pass 2/2", 1, 3), ("pass 2/2", 2, 3), ("pass 2/2", 3, 3),
+    ]  # fmt: skip
+    assert all(p.loss is not None and p.loss > 0 for p in seen)
+    previews = [(p.stage, p.step, p.preview.size) for p in seen if p.preview is not None]
+    # Every 2 iterations, and at the end of each pass.
+    assert previews == [
+        ("pass 1/2", 2, (48, 48)), ("pass 1/2", 4, (48, 48)), ("pass 2/2", 2, (64, 64)), ("pass 2/2", 3, (64, 64)),
+    ]  # fmt: skip
+    assert seen[-1].extra is not None and seen[-1].extra["pass"] == 2 and "style" in seen[-1].extra
+
+
+def test_the_full_vgg_architecture_runs_the_classic_layers() -> None:
+    # Random weights in the official layout: speed and plumbing, not looks.
+    encoder = VGGEncoder.random(up_to="relu5_1")
+    g = torch.Generator().manual_seed(0)
+    photo, style = torch.rand(1, 3, 40, 56, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    result = paint(encoder, photo, [style], recipe=RECIPES["classic"].with_passes("48x3"))
+    assert tuple(result.image.shape) == (1, 3, 34, 48)
+    assert result.passes[0].losses[-1] < result.passes[0].losses[0]
+
+
+def test_the_engine_computes_the_textbook_losses() -> None:
+    # The benchmark's baseline (neural-style-pt's loop) on the same layers and weights: the same
+    # loss at every iteration, so `atelier bench gatys` compares equal work.
+    from atelier.bench.gatys import textbook_pass
+
+    encoder = VGGEncoder.random(up_to="relu5_1")
+    g = torch.Generator().manual_seed(5)
+    photo, style = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    spec = RECIPES["classic"].with_passes("48x4").passes[0]
+    textbook: list[float] = []
+    textbook_pass(encoder, photo, style, spec, on_iteration=textbook.append)
+    ours = paint(encoder, photo, [style], recipe=Recipe("same", (spec,))).passes[0].losses
+    assert ours[0] == pytest.approx(textbook[0], rel=1e-5)  # the same function...
+    # ... and the same optimisation (L-BFGS magnifies the convolutions' rounding a little).
+    assert ours == pytest.approx(textbook, rel=1e-2)
