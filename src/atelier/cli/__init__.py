@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import typer
 
 from atelier import __version__
-from atelier.art.errors import ArtError
+from atelier.service.errors import REFUSALS
 from atelier.extras import MissingExtraError
 
 app = typer.Typer(
@@ -66,7 +66,7 @@ def refusals() -> Iterator[None]:
     """Turn the typed refusals of the lower layers into a one-line message and exit code 2."""
     try:
         yield
-    except ArtError as exc:
+    except REFUSALS as exc:
         raise fail(str(exc)) from None
     except FileNotFoundError as exc:
         raise fail(f"no such file: {exc.filename or exc}") from None

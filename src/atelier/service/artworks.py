@@ -28,7 +28,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from atelier.art.errors import ArtError
+from atelier.service.errors import ServiceError
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.service import i18n
@@ -69,7 +69,7 @@ class ArtworkStatus:
     SOLD = (PAID, HD_PAINTING, DELIVERED)
 
 
-class OrderError(ArtError):
+class OrderError(ServiceError):
     """An order that cannot be taken (the message is for the user)."""
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from atelier.art.errors import ArtError
+from atelier.service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 5
 
 
-class DecodeBusyError(ArtError):
+class DecodeBusyError(ServiceError):
     """No room in the decoding budget within the wait: the server is busy decoding other
     pictures. The same request succeeds a little later."""
 

@@ -17,7 +17,7 @@ import torch
 from atelier.install import models
 from atelier.art.blocks.devices import resolve_device, with_precision
 from atelier.art.engines.protocol import StyleEngine
-from atelier.art.errors import ArtError
+from atelier.service.errors import ServiceError
 from atelier.art.engines.filters import FILTERS, FilterNet, load_filter
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ ENGINES: tuple[str, ...] = (*STYLE_ENGINES, "filter")
 ADAIN_WEIGHTS: tuple[str, ...] = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
 
 
-class UnknownEngineError(ArtError):
+class UnknownEngineError(ServiceError):
     """An engine or filter name that does not exist."""
 
 

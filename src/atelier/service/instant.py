@@ -45,7 +45,7 @@ import torch
 from PIL import Image
 
 from atelier.art.blocks.color import preserve_colors
-from atelier.art.errors import ArtError
+from atelier.service.errors import ServiceError
 from atelier.art.blocks.faces import Faces
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.blocks.lattice import suppress_lattice
@@ -70,11 +70,11 @@ MIN_SIDE = 8
 LATENCY_WINDOW = 64
 
 
-class StyleChoiceError(ArtError):
+class StyleChoiceError(ServiceError):
     """The style options do not fit together (e.g. weights for a single style)."""
 
 
-class BusyError(ArtError):
+class BusyError(ServiceError):
     """The instant service is shutting down or could not paint in time."""
 
 

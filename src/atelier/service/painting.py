@@ -27,7 +27,8 @@ from PIL import Image
 
 from atelier.install import models
 from atelier.art.blocks.devices import resolve_device
-from atelier.art.errors import ArtError, ModelMissingError
+from atelier.art.errors import ModelMissingError
+from atelier.service.errors import ServiceError
 from atelier.art.blocks.finish import FinishSpec, Watermark, finish
 from atelier.art.engines.gatys import Painting, PassRecord, Recipe, check_layers, paint, pick_recipe
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
@@ -57,7 +58,7 @@ UPSCALE_MODEL = "upconv_7_photo"
 STYLE_IMAGE_SIZE = 2048
 
 
-class PaintingError(ArtError):
+class PaintingError(ServiceError):
     """The painting options do not fit together."""
 
 

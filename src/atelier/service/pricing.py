@@ -36,7 +36,7 @@ from babel.numbers import (
     list_currencies,
 )
 
-from atelier.art.errors import ArtError
+from atelier.service.errors import ServiceError
 from atelier.config import Settings
 from atelier.extras import need
 from atelier.service import i18n
@@ -56,7 +56,7 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
-class PricingError(ArtError):
+class PricingError(ServiceError):
     """An amount that cannot be taken. ``user_message`` is an English message (a catalog msgid)
     for the buyer, with ``{placeholders}`` filled from ``params``; :meth:`message_for` gives it in
     the page's language."""
@@ -91,7 +91,7 @@ class BelowMinimumError(PricingError):
 
 class PriceTableError(ValueError):
     """The price table is not valid; the message names the file and the bad entry. An operator's
-    mistake, not a buyer's: it is not an ArtError, so a page answers 500 and the log says why."""
+    mistake, not a buyer's: it is not a ServiceError, so a page answers 500 and the log says why."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from PIL import Image, ImageDraw, ImageFont
 
-from atelier.art.errors import ArtError
+from atelier.service.errors import REFUSALS, ServiceError
 from atelier.art.blocks.images import fit_longest
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 
@@ -162,7 +162,7 @@ def paint_sheet(
     The filters run one network each; the paintings run on ``engine`` (an instant engine:
     ``microast`` or ``adain``) in one batch. A style whose weights or painting are missing is
     reported in :attr:`Sheet.missing`, not raised; an unusable photo or engine name is raised
-    (:class:`~atelier.art.errors.ArtError`).
+    (:data:`~atelier.service.errors.REFUSALS`).
     """
     import torch
 
@@ -170,9 +170,9 @@ def paint_sheet(
     from atelier.service.engines import STYLE_ENGINES
 
     if engine not in STYLE_ENGINES:
-        raise ArtError(f"unknown instant engine {engine!r}; choose one of {', '.join(STYLE_ENGINES)}")
+        raise ServiceError(f"unknown instant engine {engine!r}; choose one of {', '.join(STYLE_ENGINES)}")
     if size < 16:
-        raise ArtError(f"the sheet's tiles must be at least 16 pixels, not {size}")
+        raise ServiceError(f"the sheet's tiles must be at least 16 pixels, not {size}")
     started = time.perf_counter()
     small = fit_longest(photo.convert("RGB"), size)
     tensor = to_tensor(small).to(loader.device)
@@ -195,7 +195,7 @@ def paint_sheet(
             net = loader.filter(style.name)
             with torch.inference_mode():
                 out = net.stylize(tensor, strength=1.0)
-        except (ArtError, FileNotFoundError) as exc:
+        except (*REFUSALS, FileNotFoundError) as exc:
             missing.append(SheetMissing(style.name, style.title, str(exc)))
         else:
             painted[style.name] = SheetTile(style.name, style.title, "filter", "filter", to_pil(out), style.artist)
@@ -209,14 +209,14 @@ def paint_sheet(
         model = None
         try:
             model = loader.style_engine(engine)
-        except ArtError as exc:
+        except REFUSALS as exc:
             missing.extend(SheetMissing(s.name, s.title, str(exc)) for s in paintings)
             step += len(paintings)
         if model is not None:
             for style in paintings:
                 try:
                     encoded.append((style, _encoded_style(model, engine, style, style_size, style_cache, loader.device)))
-                except (ArtError, OSError) as exc:
+                except (*REFUSALS, OSError) as exc:
                     missing.append(SheetMissing(style.name, style.title, _short(exc)))
                 report(style.name)
         timings["encode_styles"] = time.perf_counter() - clock
@@ -257,7 +257,7 @@ def _encoded_style(
         if hit is not None:
             return hit
     if style.load is None:
-        raise ArtError(f"style {style.name!r} has no painting")
+        raise ServiceError(f"style {style.name!r} has no painting")
     painting = fit_longest(style.load().convert("RGB"), style_size)
     encoded = model.encode_style(to_tensor(painting).to(device))
     if cache is not None:

@@ -19,7 +19,7 @@ from typing import Literal
 from PIL import Image
 from sqlalchemy import select
 
-from atelier.art.errors import ArtError
+from atelier.service.errors import REFUSALS, ServiceError
 from atelier.art.blocks.images import UnsupportedImageError, decode_cost, decode_image, image_hash
 from atelier.service.context import Services
 from atelier.store.blobs import PresignedPost, new_key
@@ -45,7 +45,7 @@ IMAGE_TYPES = frozenset(t for *_, t in _IMAGE_SIGNATURES)
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "image/gif"})
 
 
-class UploadError(ArtError):
+class UploadError(ServiceError):
     """An upload that cannot be accepted or found (the message is for the user)."""
 
 
@@ -300,7 +300,7 @@ def confirm_upload(services: Services, upload_id: str) -> UploadInfo:
         ext, width, height = _check_direct(services, upload, data)
         if upload.confirmed and image_hash(data) != upload.sha256:
             raise UploadError("the stored file is not the one that was checked; send it again")
-    except ArtError:
+    except REFUSALS:
         if upload.confirmed:
             # A kept file changed under its row (someone wrote to the store): refuse, and leave
             # the row to the artworks that may refer to it and to the operator.

@@ -43,6 +43,7 @@ from typing import Any
 from PIL import Image
 
 from atelier.art.errors import ArtError, ModelError
+from atelier.service.errors import ServiceError
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress
 from atelier.service.context import Services
@@ -96,7 +97,9 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether retrying cannot help: a :class:`PermanentJobError`, or a refusal of the art layer
     about the input (a photo that cannot be read will not become readable). Missing weights are
     not permanent: an operator can install them."""
-    return isinstance(exc, PermanentJobError) or (isinstance(exc, ArtError) and not isinstance(exc, ModelError))
+    if isinstance(exc, (PermanentJobError, ServiceError)):
+        return True
+    return isinstance(exc, ArtError) and not isinstance(exc, ModelError)
 
 
 Handler = Callable[["JobContext"], dict[str, Any] | None]

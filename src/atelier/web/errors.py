@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
 from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
+from atelier.service.errors import ServiceError
 from atelier.store.errors import PolicyError, StorageUnavailableError, StoreError
 from atelier.store.integrity import is_damage, note_damage
 
@@ -110,8 +111,7 @@ def install(app: FastAPI) -> None:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
 
-    @app.exception_handler(ArtError)
-    async def _art_error(request: Request, exc: ArtError) -> Response:
+    async def _refused(request: Request, exc: Exception) -> Response:
         status, code = status_of(exc)
         headers = {"Retry-After": "5"} if status == 503 else None
         if status >= 500:
@@ -119,6 +119,10 @@ def install(app: FastAPI) -> None:
             if wants_page(request):
                 return unavailable_page(request, retry_after=5)
         return JSONResponse(error_body(code, str(exc)), status_code=status, headers=headers)
+
+    # The art layer's refusals about the input and the service's own answer alike.
+    app.add_exception_handler(ArtError, _refused)
+    app.add_exception_handler(ServiceError, _refused)
 
     @app.exception_handler(PolicyError)
     async def _policy_error(_request: Request, exc: PolicyError) -> JSONResponse:

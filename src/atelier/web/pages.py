@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from atelier.art.errors import ArtError, ImageError, ModelMissingError
+from atelier.art.errors import ImageError, ModelMissingError
 from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
 from atelier.service import i18n
+from atelier.service.errors import REFUSALS
 from atelier.service.artworks import ArtworkStatus, OrderError, artwork_by_preview_token, get_artwork, order_artwork
 from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
@@ -112,7 +113,7 @@ def friendly_error(locale: str, exc: Exception) -> str:
         if "style" in message:
             return _("Please choose one of the hand-picked styles.")
         return _("Please choose a photo.")
-    if isinstance(exc, (UploadError, ArtError, ApiError)):
+    if isinstance(exc, (UploadError, *REFUSALS, ApiError)):
         return _("Something about this request is not right. Please try again.")
     return _("Something went wrong on our side. Please try again in a moment.")
 
@@ -217,7 +218,7 @@ def instant_form(
             raise UnknownStyleError("own painting missing")
         if style != "own" and services.catalog.get(style) is None:
             raise UnknownStyleError(style)
-    except (ArtError, ApiError) as exc:
+    except (*REFUSALS, ApiError) as exc:
         if isinstance(exc, DecodeBusyError):
             raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
         context = _home_context(services, locale, {"photo": content_id, "style": style, "strength": strength})
@@ -312,7 +313,7 @@ def commission_form(
             content=data or None,
             content_id=None if data else (content_id or None),
         )
-    except (ArtError, ApiError) as exc:
+    except (*REFUSALS, ApiError) as exc:
         if isinstance(exc, DecodeBusyError):
             raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
         context = _commission_context(services, locale, photo_id=content_id, style=style, email=email)
