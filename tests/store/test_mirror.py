@@ -51,7 +51,7 @@ def test_a_published_folder_arrives_whole_on_an_empty_machine(store: BlobStore, 
     assert report.added == ["muse"] and report.bytes_downloaded == sum(len(v) for v in files.values())
     assert _tree(tmp_path / "b" / "muse") == files
     assert other.local_digest("muse") == manifest.digest
-    # nothing changed: the second look reads the listing only and fetches nothing
+    # nothing changed: the second look reads the manifest and fetches nothing
     again = other.sync()
     assert again.unchanged == ["muse"] and not again.changed and again.bytes_downloaded == 0
 

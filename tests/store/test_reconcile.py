@@ -132,3 +132,16 @@ def test_an_upload_made_permanent_by_the_service_is_not_expired(engine: Engine, 
         session.scalars(select(Upload)).one().temporary = False  # an order used it
     fixed = reconcile(engine, blobs, fix=True)
     assert fixed.expired_uploads == [] and blobs.exists(key)
+
+
+def test_folders_named_by_a_job_and_the_mirrored_catalog_are_not_orphans(engine: Engine, blobs: LocalBlobStore) -> None:
+    queue = JobQueue(engine)
+    with transaction(engine) as session:
+        enqueue(session, "batch.stylize", {}, output_key="batches/" + "a" * 32 + "/")
+    kept = ["batches/" + "a" * 32 + "/000.jpg", "catalog/muse/manifest.json", "models/vgg/files/ab/x.pth"]
+    orphan = "batches/" + "b" * 32 + "/000.jpg"  # its job is gone
+    for key in [*kept, orphan]:
+        blobs.put(key, b"x", content_type="image/jpeg")
+        _age(blobs, key, 3)
+    report = reconcile(engine, blobs, queue=queue, orphan_grace=timedelta(hours=1))
+    assert [b.key for b in report.orphan_blobs] == [orphan]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from atelier.config import Settings
 from atelier.store.blobs import BlobStore
 from atelier.store.db import utcnow
-from atelier.store.mirror import BundleMirror, SyncReport
+from atelier.store.mirror import CATALOG_PREFIX, MODELS_PREFIX, BundleMirror, SyncReport
 
 if TYPE_CHECKING:
     from atelier.service.catalog import StyleEntry
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CATALOG_PREFIX = "catalog/"
-MODELS_PREFIX = "models/"
 #: How long a job waits for a style the store does not have (a publish still uploading).
 UNPUBLISHED_WAIT = timedelta(minutes=10)
 #: How long a job waits for a style the store has but this machine cannot fetch (store trouble).

@@ -12,10 +12,11 @@ not at all), so a machine that syncs mid-publish sees the old bundle or the new 
 mix; files the new manifest no longer names are deleted after. One manifest per bundle (not one
 index for all) keeps two machines publishing different bundles at once from losing either.
 
-Syncing lists the manifests (one LIST), reads only those whose listing changed since the last
-sync, and for each bundle whose manifest differs from what the local folder holds, downloads
-the files whose sha256 differ into a staging folder (verified as they arrive), then swaps it in
-with two renames. Unchanged files are hard-linked, not copied (model files are large). A bundle
+Syncing lists the manifests (one LIST) and reads each (small: a line per file); a bundle whose
+manifest's sha256 differs from the one the local folder was synced from (or whose files are not
+all there) gets the files whose sha256 differ downloaded into a staging folder (verified as they
+arrive), then swapped in with two renames. (The listing's size and time alone would miss a
+republish within the same second that keeps the manifest's length: S3 times have 1 s steps.) Unchanged files are hard-linked, not copied (model files are large). A bundle
 whose manifest disappeared is removed locally if this mirror put it there; folders the operator
 made by hand are never touched. Processes of one machine take turns through a file lock.
 
@@ -45,6 +46,10 @@ from atelier.store.errors import BlobNotFoundError, StoreError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: Where the product keeps its mirrored bundles: the style catalog and the model weights.
+CATALOG_PREFIX = "catalog/"
+MODELS_PREFIX = "models/"
+MIRROR_PREFIXES = (CATALOG_PREFIX, MODELS_PREFIX)
 #: What the mirror remembers on each machine, in the local folder (hidden: catalogs skip it).
 STATE_FILE = ".mirror.json"
 LOCK_FILE = ".mirror.lock"
@@ -237,14 +242,10 @@ class BundleMirror:
         with self._locked():
             state = self._state()
             remote = self.remote()
-            for name, info in sorted(remote.items()):
+            for name in sorted(remote):
                 if only is not None and name not in only:
                     continue
                 seen = state.get(name)
-                listing = {"size": info.size, "modified": info.modified.isoformat()}
-                if seen and {k: seen.get(k) for k in listing} == listing and (self.local_dir / name).is_dir():
-                    report.unchanged.append(name)
-                    continue
                 try:
                     manifest = self.remote_manifest(name)
                     if manifest is None:  # unpublished between the listing and now
@@ -257,7 +258,7 @@ class BundleMirror:
                         existed = (self.local_dir / name).exists()
                         report.bytes_downloaded += self._install(name, manifest)
                         (report.updated if existed else report.added).append(name)
-                    state[name] = {"digest": manifest.digest, **listing}
+                    state[name] = {"digest": manifest.digest}
                 except (MirrorError, StoreError, OSError) as exc:
                     log.warning("cannot sync %s%s: %s", self.prefix, name, exc)
                     report.failed[name] = str(exc)

@@ -3,7 +3,9 @@
 Four kinds of trouble (the ones a service like this accumulates over months):
 
 - orphan blobs: stored, but no row refers to them (a crash between writing a blob and committing
-  its row, a deleted record). Repair: delete them. Blobs younger than a grace period are left
+  its row, a deleted record). A job output key ending in ``/`` names a folder (every blob under
+  it is the job's); the catalog and weights the mirror keeps (``catalog/``, ``models/``) are
+  named by its manifests, not by rows, and are never orphans. Repair: delete them. Blobs younger than a grace period are left
   alone: a worker may have written one and not yet committed the row that names it.
 - missing blobs: a row says a blob exists and it does not. Outputs of jobs (previews, HD files)
   are remade: the job that wrote the key (``jobs.output_key``) is enqueued again. A lost photo a
@@ -24,6 +26,7 @@ from sqlalchemy import Engine, delete, select
 
 from atelier.store.blobs import BlobInfo, BlobStore
 from atelier.store.db import Artwork, Job, JobStatus, Upload, transaction
+from atelier.store.mirror import MIRROR_PREFIXES
 from atelier.store.queue import JobInfo, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ REFERENCING_COLUMNS = (
     Job.preview_key,
     Job.output_key,
 )
+# Blobs under these prefixes belong to the catalog and weights mirror (atelier.store.mirror):
+# its manifests name them, no row does.
+MIRRORED_PREFIXES = MIRROR_PREFIXES
 # The columns that promise the blob exists (job outputs may not be written yet; a job's
 # intermediate preview is a convenience).
 PROMISING_COLUMNS = (Artwork.preview_key, Artwork.hd_key)
@@ -120,9 +126,13 @@ def reconcile(
 
     stored = {info.key: info for info in blobs.list()}
 
-    # orphans
+    # orphans. A job whose output is a folder of blobs (a batch's pictures, a clip's segments)
+    # names the folder: an output key ending in "/" covers every key under it.
+    folders = tuple(key for key in referenced if key.endswith("/")) + MIRRORED_PREFIXES
     for key, info in stored.items():
-        if key not in referenced and info.modified < now - orphan_grace:
+        if key in referenced or key.startswith(folders):
+            continue
+        if info.modified < now - orphan_grace:
             report.orphan_blobs.append(info)
 
     # temporary uploads past their time; uploads whose blob is gone
