@@ -92,7 +92,7 @@ def db_check() -> None:
 
     settings = get_settings()
     assert settings.database_url is not None
-    with _store_refusals():
+    with store_refusals():
         found = report(settings.database_url)
     from atelier.store.migrations import head_revision
 
