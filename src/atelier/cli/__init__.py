@@ -76,18 +76,49 @@ def refusals() -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
-def _register() -> None:
-    # Imported here so each group lives in its own module and `atelier --help` stays quick.
-    from atelier.cli import jobs as _jobs  # noqa: F401
-    from atelier.cli import models as _models  # noqa: F401
-    from atelier.cli import bench as _bench  # noqa: F401
-    from atelier.cli import render as _render  # noqa: F401
-    from atelier.cli import serve as _serve  # noqa: F401
-    from atelier.cli import settings as _settings  # noqa: F401
-    from atelier.cli import sheet as _sheet  # noqa: F401
-    from atelier.cli import store as _store  # noqa: F401
-    from atelier.cli import styles as _styles  # noqa: F401
-    from atelier.cli import upscale as _upscale  # noqa: F401
+#: The command modules, each registering its commands on ``app`` when imported.
+COMMAND_MODULES: tuple[str, ...] = (
+    "jobs", "models", "bench", "render", "serve", "settings", "sheet", "store", "styles", "upscale",
+)
+#: Which modules a top-level command needs (``bench queue`` lives in store.py). A command not
+#: listed here loads every module, so a new command works before it is added.
+_MODULES_OF: dict[str, tuple[str, ...]] = {
+    "render": ("render",),
+    "sheet": ("sheet",),
+    "upscale": ("upscale",),
+    "serve": ("serve",),
+    "worker": ("serve",),
+    "models": ("models",),
+    "styles": ("styles",),
+    "settings": ("settings",),
+    "jobs": ("jobs",),
+    "db": ("store",),
+    "reconcile": ("store",),
+    "bench": ("bench", "store"),
+}
+
+
+def _register(command: str | None = None) -> None:
+    """Import the command modules (all of them, or the ones ``command`` needs).
+
+    The one-off commands pay only for their own imports: ``atelier render`` never imports the
+    web app or the database layer (SQLAlchemy alone is a few hundred milliseconds), which is
+    most of what a command line spends before the painting starts, beside torch.
+    """
+    import importlib
+
+    for name in _MODULES_OF.get(command or "", COMMAND_MODULES):
+        importlib.import_module(f"atelier.cli.{name}")
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The top-level command in ``argv`` (the first word that is not an option), if any."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 def main() -> None:
@@ -96,7 +127,7 @@ def main() -> None:
 
     # Before anything allocates: see atelier.runtime for why (1.3-1.8x on these CPUs).
     tune_allocator()
-    _register()
+    _register(_command_of(sys.argv[1:]))
     try:
         app()
     except MissingExtraError as exc:  # an optional package a setting or command needs
