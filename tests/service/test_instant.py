@@ -348,3 +348,23 @@ def test_a_face_is_painted_finer_by_the_service_as_by_render(loader: EngineLoade
     finally:
         service.close()
         plain.close()
+
+
+@pytest.mark.parametrize("engine", ["microast", "adain"])
+@pytest.mark.parametrize("alpha", [1.0, 0.6])
+def test_the_style_cache_of_a_batch_encodes_each_painting_once_and_paints_the_same(
+    loader: EngineLoader, content_dir: Path, style_dir: Path, engine: str, alpha: float
+) -> None:
+    from atelier.service.instant import AdaINWeights
+
+    adain = AdaINWeights(weights="ust-conv3_1") if engine == "adain" else AdaINWeights()
+    starry = decode_image(style_dir / "starry_night.jpg", **LIMITS)
+    muse = decode_image(style_dir / "la_muse.jpg", **LIMITS)
+    cache: dict = {}
+    for name in ("dog.jpg", "chicago.jpg"):
+        photo = decode_image(content_dir / name, **LIMITS).resize((128, 96))
+        options = dict(engine=engine, styles=[starry, muse], style_weights=[0.6, 0.4], alpha=alpha, adain=adain)
+        alone = stylize_image(loader, photo, **options)  # type: ignore[arg-type]
+        cached = stylize_image(loader, photo, style_cache=cache, **options)  # type: ignore[arg-type]
+        assert np.abs(_array(alone) - _array(cached)).max() <= 1
+    assert len(cache) == 1  # both photos are 128x96: one size, one encoding of the two paintings

@@ -458,14 +458,21 @@ class MicroAST(nn.Module):
         )
 
     def encode_content(
-        self, content: torch.Tensor, *, tile: int | None = None, progress: ProgressCallback | None = None
+        self,
+        content: torch.Tensor,
+        *,
+        tile: int | None = None,
+        progress: ProgressCallback | None = None,
+        own_style: bool = True,
     ) -> MicroASTContent:
         """Encode a batch of photos (N, 3, H, W), RGB 0..1, any H, W >= 8. Cache the result.
 
         ``tile`` is the side of the square tiles, in pixels (a multiple of 4; None decides by
         size, see :data:`AUTO_TILE_MAX_PIXELS`). Tiling changes memory, not the result.
+        ``own_style=False`` skips the photo's own style signals (a style encoder pass at up to
+        512 px): only a decode at full strength without a mask may then use the result.
         """
-        return self._encode_content(content, tile=tile, progress=progress, own_style=True)
+        return self._encode_content(content, tile=tile, progress=progress, own_style=own_style)
 
     def _encode_content(
         self, content: torch.Tensor, *, tile: int | None, progress: ProgressCallback | None, own_style: bool
