@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +17,9 @@ import typer
 from atelier import __version__
 from atelier.service.errors import REFUSALS
 from atelier.extras import MissingExtraError
+
+#: When the command line started (its modules were imported), for the --json reports' seconds.
+STARTED = time.perf_counter()
 
 app = typer.Typer(
     name="atelier",

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 STDIO = "-"
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FORMATS = ("png", "jpeg", "webp")
+#: What a folder given as input is searched for (not recursively): the formats decode_image takes.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
 class OutputError(ValueError):
@@ -57,3 +59,43 @@ def write_picture(image: Image, target: str | Path, *, format: str | None = None
         return "stdout"
     save_image(image, Path(target), quality=quality)
     return str(target)
+
+
+def expand_inputs(sources: list[str]) -> tuple[list[str], bool]:
+    """The photos ``sources`` name (files, ``-``, or folders: their photos, sorted by name), and
+    whether they make a batch (a folder, or more than one source: the output is then a folder)."""
+    photos: list[str] = []
+    batch = len(sources) > 1
+    for source in sources:
+        path = Path(source)
+        if source != STDIO and path.is_dir():
+            batch = True
+            photos.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        else:
+            photos.append(source)
+    if batch and STDIO in photos:
+        raise OutputError("- (stdin) is one photo: give it alone")
+    return photos, batch
+
+
+def batch_outputs(photos: list[str], folder: Path, *, format: str | None) -> list[Path]:
+    """Where each photo of a batch is written in ``folder``: its name with the format's suffix
+    (``--format``; default: the photo's own when it can be written, else .png), ``-2``, ``-3``...
+    when two photos share a name; never a photo's own file."""
+    suffixes = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}
+    if format is not None and format.lower() not in suffixes:
+        raise OutputError(f"--format takes {', '.join(FORMATS)}, not {format!r}")
+    taken: set[Path] = set()
+    inputs = {Path(p).resolve() for p in photos}
+    outputs = []
+    for photo in photos:
+        source = Path(photo)
+        own = source.suffix.lower()
+        suffix = suffixes[format.lower()] if format else (own if own in WRITABLE_SUFFIXES else ".png")
+        candidate, n = folder / f"{source.stem}{suffix}", 1
+        while candidate in taken or candidate.resolve() in inputs:
+            n += 1
+            candidate = folder / f"{source.stem}-{n}{suffix}"
+        taken.add(candidate)
+        outputs.append(candidate)
+    return outputs

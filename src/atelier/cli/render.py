@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,6 @@ ENGINES = ("microast", "adain", "filter")
 #: The slow, optimising engine (atelier.service.painting); not one of the instant ENGINES.
 PAINTING_ENGINES = ("gatys",)
 ADAIN_WEIGHTS = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
-WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,14 @@ Examples:
 
 @app.command("render", help=_RENDER_HELP, no_args_is_help=True)
 def render(
-    content: Path = typer.Argument(..., help="The photo to paint (JPEG, PNG, WebP, BMP, TIFF, GIF)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the artwork (.png, .jpg or .webp)."),
+    content: list[str] = typer.Argument(
+        ..., help="The photo to paint (JPEG, PNG, WebP, BMP, TIFF, GIF), - for stdin, a clip (.mp4, .mov, "
+        ".webm...), or several photos and folders of photos (painted in one go into the folder -o names)."
+    ),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Where to write the artwork (.png, .jpg or .webp), - for stdout, or a "
+        "folder for several photos."
+    ),
     style: list[str] = typer.Option(
         [],
         "--style",
@@ -121,14 +128,31 @@ def render(
         [], "--face-box", help="A face to paint finer, as X,Y,W,H in the photo's pixels (a dog's: the "
         "detector finds people and cats). Repeat for several; replaces the detection."
     ),
+    format: str | None = typer.Option(
+        None, "--format", help="png, jpeg or webp: the format on stdout (default png) and in an output "
+        "folder (default: each photo's own when writable, else png)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print what was done as JSON on stdout: each picture's size, engine and seconds."
+    ),
 ) -> None:
     settings = get_settings()
+    from atelier.cli.files import PHOTO_SUFFIXES, OutputError, batch_outputs, check_output, expand_inputs
     from atelier.cli.render_video import is_video_job, render_video
 
-    if is_video_job(content, output):
+    try:
+        photos, batch = expand_inputs(content)
+    except OutputError as exc:
+        raise fail(str(exc)) from None
+    batch = batch or (output != "-" and Path(output).is_dir())  # one photo into a folder
+    if as_json and output == "-":
+        raise fail("--json prints on stdout, so the picture cannot go there too: give -o FILE")
+    if not batch and photos[0] != "-" and is_video_job(Path(photos[0]), Path(output)):
+        if as_json:
+            raise fail("--json is for photos; a clip reports on stderr")
         render_video(
-            content,
-            output,
+            Path(photos[0]),
+            Path(output),
             style=style,
             style_weights=_parse_weights(style_weights),
             engine=engine,
@@ -143,14 +167,18 @@ def render(
             temporal=temporal,
         )
         return
-    from atelier.art.blocks.devices import resolve_device
-    from atelier.art.blocks.images import decode_image, save_image
-    from atelier.cli.progressbar import progress_bar
-    from atelier.service.engines import EngineLoader, filter_name
-    from atelier.service.instant import AdaINWeights, stylize_image
-
-    if output.suffix.lower() not in WRITABLE_SUFFIXES:
-        raise fail(f"cannot write {output.name}: use a .png, .jpg or .webp output file")
+    if batch:
+        if output == "-" or Path(output).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4"):
+            raise fail(f"several photos are written into a folder: give -o FOLDER, not {output}")
+        if not photos:
+            raise fail(f"no photos in {', '.join(content)} (looked for {', '.join(sorted(PHOTO_SUFFIXES))})")
+        targets: list[str] = [str(p) for p in batch_outputs(photos, Path(output), format=format)]
+    else:
+        targets = [output]
+    try:
+        check_output(targets[0], format=format)
+    except OutputError as exc:
+        raise fail(str(exc)) from None
     if upscale not in (1, 2, 4):
         raise fail(f"--upscale takes 2 or 4, not {upscale}")
     with refusals():
@@ -158,8 +186,12 @@ def render(
         if engine.lower() in PAINTING_ENGINES or (
             engine.lower() == "auto" and catalog_style is not None and catalog_style.engine in PAINTING_ENGINES
         ):
+            if batch or photos[0] == "-" or output == "-":
+                raise fail("the gatys engine paints one photo file at a time, into a file")
+            if as_json:
+                raise fail("--json is for the instant engines; gatys reports on stderr")
             _render_gatys(
-                content, output, style=style, catalog_style=catalog_style,
+                Path(photos[0]), Path(output), style=style, catalog_style=catalog_style,
                 style_weights=_parse_weights(style_weights), preserve_color=preserve_color, size=size,
                 device=device, models_dir=models_dir, recipe=recipe, passes=passes, seed=seed,
                 init=init, save_every=save_every, finishing=finishing, watermark=watermark, upscale=upscale,
@@ -172,61 +204,171 @@ def render(
             style = [str(catalog_style.image_path) if s == catalog_style.name else s for s in style]
             if engine.lower() == "auto":
                 engine = catalog_style.engine
-        filters = [filter_name(s) for s in style]
-        chosen = _choose_engine(engine, style, filters)
-        weights_list = _parse_weights(style_weights)
-        loader = EngineLoader(
-            models_dir=models_dir or settings.models_path,
-            device=resolve_device(device or settings.device),
+        paint = _instant_painter(
+            style=style, engine=engine, style_weights=_parse_weights(style_weights), alpha=alpha,
+            preserve_color=preserve_color, mask=mask, size=size, style_size=style_size, device=device,
+            weights=weights, vgg=vgg, decoder=decoder, models_dir=models_dir, faces=faces,
+            face_box=face_box, catalog_style=catalog_style, finishing=finishing, watermark=watermark,
+            upscale=upscale,
         )
-        limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
-        photo = decode_image(content, **limits)
-        with progress_bar("Painting") as report:
-            if chosen == "filter":
-                if len(style) != 1:
-                    raise fail("the filter engine takes exactly one --style (a filter name)")
-                result = stylize_image(
-                    loader,
-                    photo,
-                    engine="filter",
-                    filter_name=filters[0] or style[0],
-                    alpha=alpha,
-                    preserve_color=preserve_color,
-                    size=size,
-                    faces=_faces_option(faces, face_box, photo),
-                    progress=report,
-                )
-            else:
-                paintings = [decode_image(_style_path(s), **limits) for s in style]
-                result = stylize_image(
-                    loader,
-                    photo,
-                    engine=chosen,
-                    styles=paintings,
-                    style_weights=weights_list,
-                    alpha=alpha,
-                    preserve_color=preserve_color,
-                    mask=decode_image(mask, **limits) if mask is not None else None,
-                    size=size,
-                    style_size=style_size,
-                    adain=AdaINWeights(weights=weights, vgg=vgg, decoder=decoder),
-                    faces=_faces_option(faces, face_box, photo),
-                    progress=report,
-                )
-            if finishing or watermark or upscale > 1:
-                from atelier.service.painting import finish_spec, postprocess, watermark_spec
+        done = _paint_all(paint, photos, targets, batch=batch, format=format)
+    failed = [d for d in done if "error" in d]
+    if as_json:
+        import json
 
-                _, result = postprocess(
-                    result,
-                    spec=finish_spec(catalog_style, finishing),
-                    mark=watermark_spec(catalog_style, watermark),
-                    upscale=upscale,
-                    models_dir=models_dir or settings.models_path,
-                    device=loader.device,
-                    progress=report,
+        from atelier.cli import STARTED
+
+        typer.echo(json.dumps({
+            "engine": paint.engine,
+            "style": style,
+            "pictures": done,
+            "written": len(done) - len(failed),
+            "failed": len(failed),
+            "paint_seconds": round(sum(d.get("seconds", 0.0) for d in done), 3),
+            "seconds": round(time.perf_counter() - STARTED, 3),
+        }, indent=2))
+    if failed:
+        if batch:
+            typer.echo(f"error: {len(failed)} of {len(done)} photos were not painted (see above)", err=True)
+        raise typer.Exit(2)
+
+
+class _Painter:
+    """One photo in, its artwork out, with everything that does not depend on the photo (the
+    engines, the decoded paintings, their encodings) prepared once for every photo of the call."""
+
+    def __init__(self, engine: str, paint: Callable[[PILImage, ProgressCallback], PILImage]) -> None:
+        self.engine = engine
+        self._paint = paint
+
+    def __call__(self, photo: PILImage, progress: ProgressCallback) -> PILImage:
+        return self._paint(photo, progress)
+
+
+def _instant_painter(
+    *,
+    style: list[str],
+    engine: str,
+    style_weights: list[float] | None,
+    alpha: float,
+    preserve_color: bool,
+    mask: Path | None,
+    size: int | None,
+    style_size: int | None,
+    device: str | None,
+    weights: str | None,
+    vgg: Path | None,
+    decoder: Path | None,
+    models_dir: Path | None,
+    faces: bool,
+    face_box: list[str],
+    catalog_style: Style | None,
+    finishing: bool,
+    watermark: str | None,
+    upscale: int,
+) -> _Painter:
+    from atelier.art.blocks.devices import resolve_device
+    from atelier.art.blocks.images import decode_image
+    from atelier.service.engines import EngineLoader, filter_name
+    from atelier.service.instant import AdaINWeights, stylize_image
+
+    settings = get_settings()
+    filters = [filter_name(s) for s in style]
+    chosen = _choose_engine(engine, style, filters)
+    if chosen == "filter" and len(style) != 1:
+        raise fail("the filter engine takes exactly one --style (a filter name)")
+    loader = EngineLoader(models_dir=models_dir or settings.models_path, device=resolve_device(device or settings.device))
+    limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
+    # Decoded once, painted on every photo of the call (and encoded once: style_cache).
+    paintings = [] if chosen == "filter" else [decode_image(_style_path(s), **limits) for s in style]
+    mask_image = decode_image(mask, **limits) if mask is not None else None
+    style_cache: dict[object, object] = {}
+
+    def paint(photo: PILImage, report: ProgressCallback) -> PILImage:
+        if chosen == "filter":
+            result = stylize_image(
+                loader, photo, engine="filter", filter_name=filters[0] or style[0], alpha=alpha,
+                preserve_color=preserve_color, size=size, faces=_faces_option(faces, face_box, photo),
+                progress=report,
+            )
+        else:
+            result = stylize_image(
+                loader, photo, engine=chosen, styles=paintings, style_weights=style_weights, alpha=alpha,
+                preserve_color=preserve_color, mask=mask_image, size=size, style_size=style_size,
+                adain=AdaINWeights(weights=weights, vgg=vgg, decoder=decoder),
+                faces=_faces_option(faces, face_box, photo), style_cache=style_cache, progress=report,
+            )
+        if finishing or watermark or upscale > 1:
+            from atelier.service.painting import finish_spec, postprocess, watermark_spec
+
+            _, result = postprocess(
+                result,
+                spec=finish_spec(catalog_style, finishing),
+                mark=watermark_spec(catalog_style, watermark),
+                upscale=upscale,
+                models_dir=models_dir or settings.models_path,
+                device=loader.device,
+                progress=report,
+            )
+        return result
+
+    return _Painter(chosen, paint)
+
+
+def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch: bool, format: str | None) -> list[dict[str, object]]:
+    """Paint each photo into its target; a batch goes on past a photo it cannot paint (reported
+    on stderr and in the result), one photo is refused as usual. Saving a picture overlaps the
+    painting of the next (encoding a PNG is a good part of a second at 1024 px)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from atelier.art.errors import ArtError
+    from atelier.art.progress import Progress
+    from atelier.cli.files import read_photo, write_picture
+    from atelier.cli.progressbar import progress_bar
+
+    settings = get_settings()
+    limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
+    done: list[dict[str, object]] = []
+    pending: list[tuple[dict[str, object], Future[str]]] = []
+
+    def finish(record: dict[str, object], saving: Future[str]) -> None:
+        try:
+            where = saving.result()
+        except (ArtError, OSError) as exc:
+            record["error"] = f"cannot write {record['output']}: {exc}"
+            typer.echo(f"error: {record['input']}: {record['error']}", err=True)
+            return
+        if where != "stdout":
+            typer.echo(f"wrote {where} ({record['width']}x{record['height']})", err=True)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-save") as saver:
+        with progress_bar(f"Painting {len(photos)} photos" if batch else "Painting") as report:
+            for index, (source, target) in enumerate(zip(photos, targets), 1):
+                record: dict[str, object] = {"input": source, "output": target}
+                done.append(record)
+                started = time.perf_counter()
+                try:
+                    photo = read_photo(source, **limits)
+                    result = paint(photo, (lambda _update: None) if batch else report)
+                except (ArtError, FileNotFoundError, IsADirectoryError) as exc:
+                    if not batch:
+                        raise
+                    record["error"] = str(exc) if isinstance(exc, ArtError) else f"no such file: {source}"
+                    typer.echo(f"error: {source}: {record['error']}", err=True)
+                    continue
+                finally:
+                    if batch:
+                        report(Progress(Path(source).name, index, len(photos)))
+                record.update(
+                    width=result.width, height=result.height, photo=[photo.width, photo.height],
+                    engine=paint.engine, seconds=round(time.perf_counter() - started, 3),
                 )
-        save_image(result, output)
-    typer.echo(f"wrote {output} ({result.width}x{result.height})", err=True)
+                while pending:  # one picture at most waits to be written
+                    finish(*pending.pop(0))
+                pending.append((record, saver.submit(write_picture, result, target, format=format)))
+            while pending:
+                finish(*pending.pop(0))
+    return done
 
 
 def _faces_option(detect: bool, boxes: list[str], photo: PILImage) -> bool | Faces:
