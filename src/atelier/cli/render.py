@@ -321,10 +321,10 @@ def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch:
     painting of the next (encoding a PNG is a good part of a second at 1024 px)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from atelier.art.errors import ArtError
     from atelier.art.progress import Progress
     from atelier.cli.files import read_photo, write_picture
     from atelier.cli.progressbar import progress_bar
+    from atelier.service.errors import REFUSALS
 
     settings = get_settings()
     limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_upload_bytes}
@@ -334,7 +334,7 @@ def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch:
     def finish(record: dict[str, object], saving: Future[str]) -> None:
         try:
             where = saving.result()
-        except (ArtError, OSError) as exc:
+        except (*REFUSALS, OSError) as exc:
             record["error"] = f"cannot write {record['output']}: {exc}"
             typer.echo(f"error: {record['input']}: {record['error']}", err=True)
             return
@@ -350,10 +350,10 @@ def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch:
                 try:
                     photo = read_photo(source, **limits)
                     result = paint(photo, (lambda _update: None) if batch else report)
-                except (ArtError, FileNotFoundError, IsADirectoryError) as exc:
+                except (*REFUSALS, FileNotFoundError, IsADirectoryError) as exc:
                     if not batch:
                         raise
-                    record["error"] = str(exc) if isinstance(exc, ArtError) else f"no such file: {source}"
+                    record["error"] = str(exc) if isinstance(exc, REFUSALS) else f"no such file: {source}"
                     typer.echo(f"error: {source}: {record['error']}", err=True)
                     continue
                 finally:
