@@ -376,8 +376,8 @@ class Settings(BaseSettings):
         default=3000,
         ge=0,
         description="Pictures one client address may have the instant API paint from an uploaded "
-        "photo (GET /api/v1/stylize, what the instant page asks for on every style it shows) "
-        "per window; 0 for no limit.",
+        "photo (GET /api/v1/stylize, what the instant page asks for on every style it shows; "
+        "GET /api/v1/sheet counts as one) per window; 0 for no limit.",
     )
     rate_limit_commissions_per_ip: int = Field(
         default=30, ge=0, description="Commissions one client address may order per window; 0 for no limit."

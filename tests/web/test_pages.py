@@ -139,12 +139,26 @@ def test_the_instant_form_works_without_javascript(client: TestClient, photo_byt
     assert before is not None and client.get(before.group(1)).status_code == 200
 
 
-def test_the_instant_form_with_a_broken_file_explains_in_the_page_language(client: TestClient) -> None:
+def test_the_instant_form_with_a_broken_file_explains_in_the_page_language_and_keeps_the_last_photo(
+    client: TestClient, photo_bytes: bytes
+) -> None:
+    token = form_token(client)
+    good = client.post("/es/instant", data={"csrf_token": token, "style": "candy"}, files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")}, follow_redirects=False)
+    photo = re.search(r"photo=(\w+)", good.headers["location"]).group(1)  # type: ignore[union-attr]
     response = client.post(
-        "/es/instant", data={"csrf_token": form_token(client), "style": "candy"}, files={"photo": ("x.jpg", b"not a picture", "image/jpeg")}
+        "/es/instant",
+        data={"csrf_token": token, "style": "mosaic", "content_id": photo},
+        files={"photo": ("x.jpg", b"not a picture", "image/jpeg")},
+        follow_redirects=False,
     )
-    assert response.status_code == 422
-    assert "No hemos podido leer esta imagen" in response.text
+    # A redirect to a page (POST-redirect-GET: Back and reload never resend the form) that says
+    # why, and still shows the last good photo painted: no bad file name beside an old result.
+    assert response.status_code == 303
+    assert f"photo={photo}" in response.headers["location"] and "error=unreadable" in response.headers["location"]
+    page = client.get(response.headers["location"])
+    assert page.status_code == 200
+    assert "No hemos podido leer esta imagen" in page.text
+    assert re.search(r'id="result-image" src="/api/v1/stylize\?content_id=' + photo, page.text)
 
 
 def test_the_commission_form_works_without_javascript(
@@ -165,17 +179,44 @@ def test_the_commission_form_works_without_javascript(
     finished = commission_client.get(response.headers["location"])
     assert "We have emailed you the link" in finished.text
     assert 'http-equiv="refresh"' not in finished.text
+    # The next step is on the page, not only in the mail: the preview, which shows the picture.
+    link = re.search(r'<a class="button primary" data-next-preview href="(/en/a/[\w-]+)"', finished.text)
+    assert link is not None
+    preview = commission_client.get(link.group(1))
+    assert preview.status_code == 200 and "Keep it" in preview.text
 
 
-def test_a_commission_with_a_bad_email_keeps_what_was_typed(commission_client: TestClient, photo_bytes: bytes) -> None:
+def test_a_bounced_commission_keeps_the_photo_and_what_was_typed(commission_client: TestClient, photo_bytes: bytes) -> None:
     response = commission_client.post(
         "/es/commission",
-        data={"csrf_token": form_token(commission_client), "style": "starry-night", "email": "ana@"},
+        data={"csrf_token": form_token(commission_client, "/es/commission"), "style": "starry-night", "email": "ana@"},
         files={"photo": ("dog.jpg", photo_bytes, "image/jpeg")},
+        follow_redirects=False,
     )
-    assert response.status_code == 422
-    assert "Esa dirección de correo no parece correcta" in response.text
-    assert 'value="ana@"' in response.text
+    assert response.status_code == 303  # to a page: Back after it never asks to resend the form
+    page = commission_client.get(response.headers["location"])
+    assert page.status_code == 200
+    assert "Esa dirección de correo no parece correcta" in page.text
+    assert 'value="ana@"' in page.text and 'aria-invalid="true"' in page.text
+    # The photo is kept: the form offers it again rather than asking for it.
+    kept = re.search(r'name="content_id" value="(\w+)"', page.text)
+    assert kept is not None and commission_client.get(f"/api/v1/uploads/{kept.group(1)}/image").status_code == 200
+    assert "/static/js/strip.js" in page.text
+
+
+def test_a_commission_form_with_several_mistakes_names_every_one(commission_client: TestClient) -> None:
+    response = commission_client.post(
+        "/en/commission",
+        data={"csrf_token": form_token(commission_client, "/en/commission"), "style": "no-such-style", "email": "not an address"},
+        files={"photo": ("x.jpg", b"not a picture", "image/jpeg")},
+    )
+    assert response.status_code == 200 and response.url.path == "/en/commission"
+    problems = re.findall(r"<li>([^<]+)</li>", response.text)
+    assert problems == [
+        "We could not read this picture. Try a JPEG, PNG or WebP photo.",
+        "Please choose one of the hand-picked styles.",
+        "That email address does not look right. Please check it.",
+    ]
 
 
 def test_the_preview_page_shows_the_artwork_behind_the_token(

@@ -97,6 +97,8 @@ class ArtworkView:
     previews: int
     error: str | None
     preview_ready_at: datetime | None
+    #: The mailed link's token, once the preview exists (its page is the status page's next step).
+    preview_token: str | None = None
 
     def public(self, services: Services, *, locale: str | None = None) -> dict[str, Any]:
         entry = services.catalog.get(self.style)
@@ -115,6 +117,7 @@ class ArtworkView:
             "page_url": f"/{lang}/artworks/{self.id}",
             "created_at": self.created_at.isoformat(),
             "preview_ready_at": self.preview_ready_at.isoformat() if self.preview_ready_at else None,
+            "preview_url": f"/{lang}/a/{self.preview_token}" if self.preview_token else None,
             "error": self.error,
         }
 
@@ -202,6 +205,7 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
         if artwork is None:
             return None
         row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at)
+        token = artwork.preview_token if artwork.preview_key else None
     _, pid, status, style, locale, created_at, job_id, ready_at = row
     job = services.queue.get(job_id) if job_id is not None else None
     progress, stage, position, previews, error = 0.0, None, None, 0, None
@@ -232,6 +236,7 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
         previews=previews,
         error=error,
         preview_ready_at=ready_at,
+        preview_token=token,
     )
 
 

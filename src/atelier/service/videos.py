@@ -51,6 +51,12 @@ class VideoView:
     position: int | None
     result_url: str | None
     error: str | None
+    #: The painted clip's size and the clip's own, once done (a clip is painted at most
+    #: VIDEO_SIZE pixels: the page says so when it came out smaller).
+    width: int | None = None
+    height: int | None = None
+    source_width: int | None = None
+    source_height: int | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -61,6 +67,10 @@ class VideoView:
             "result_url": self.result_url,
             "status_url": f"/api/v1/videos/{self.id}",
             "error": self.error,
+            "width": self.width,
+            "height": self.height,
+            "source_width": self.source_width,
+            "source_height": self.source_height,
         }
 
 
@@ -130,6 +140,7 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
         result_url = services.blobs.presigned_get(
             video_key(video_id), expires_in=VIDEO_LINK_DAYS * 86400, filename="atelier-video.mp4"
         )
+    result = (job.result or {}) if status == "done" else {}
     return VideoView(
         id=video_id,
         status=status,
@@ -137,6 +148,10 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
         position=services.queue.position(job.id) if status == "queued" else None,
         result_url=result_url,
         error="painting failed" if status == "failed" else None,
+        width=result.get("width"),
+        height=result.get("height"),
+        source_width=result.get("source_width"),
+        source_height=result.get("source_height"),
     )
 
 
@@ -213,5 +228,13 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
                 link=link,
                 days=VIDEO_LINK_DAYS,
             )
-    return {"output_key": key, "frames": report.frames, "width": report.width, "height": report.height, "seconds": round(report.seconds, 2)}
+    return {
+        "output_key": key,
+        "frames": report.frames,
+        "width": report.width,
+        "height": report.height,
+        "source_width": info.width,
+        "source_height": info.height,
+        "seconds": round(report.seconds, 2),
+    }
 

@@ -133,10 +133,11 @@ def create_app(
     # Every HTML form is checked for its CSRF token (the JSON API and the webhook are exempt).
     csrf = [Depends(security.csrf_protect)]
 
-    from atelier.web import blobs, health, instant_api
+    from atelier.web import blobs, health, instant_api, sheet_api
 
     app.include_router(health.router)
     app.include_router(instant_api.router)
+    app.include_router(sheet_api.router)
     app.include_router(blobs.router)
     from atelier.web import admin, api_docs, artworks_api, batch_api, jobs_api, pages
 

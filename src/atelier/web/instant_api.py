@@ -292,6 +292,10 @@ class VideoOut(BaseModel):
     result_url: str | None = Field(description="A link to the painted clip (MP4), once done.")
     status_url: str
     error: str | None
+    width: int | None = Field(default=None, description="The painted clip's width, once done.")
+    height: int | None = None
+    source_width: int | None = Field(default=None, description="The clip's own width, once done.")
+    source_height: int | None = None
 
 
 @router.post("/videos", dependencies=[Depends(upload_guard)], status_code=202, response_model=VideoOut, summary="Paint a video (a queued job)")

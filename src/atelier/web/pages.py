@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -20,11 +20,11 @@ from atelier.art.errors import ImageError, ModelMissingError
 from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
 from atelier.service import i18n
 from atelier.service.errors import REFUSALS
-from atelier.service.artworks import ArtworkStatus, OrderError, artwork_by_preview_token, get_artwork, order_artwork
+from atelier.service.artworks import ArtworkStatus, OrderError, get_artwork, order_artwork
 from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
-from atelier.service.instant import UnknownStyleError
+from atelier.service.instant import UnknownStyleError, fit_dims
 from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
@@ -93,29 +93,56 @@ def one_segment(request: Request, name: str) -> Response:
     return not_found(request, locale)
 
 
-def friendly_error(locale: str, exc: Exception) -> str:
-    """A message for the page, in its language (the API's messages are English)."""
-    _ = i18n.translations(locale).gettext
+#: What went wrong, as a code a redirect can carry (POST-redirect-GET: the page after a bounced
+#: form is a GET, so Back and reload never ask to send the form again), and the words for it.
+ERRORS: dict[str, str] = {
+    "too_big": i18n.lazy("This picture is too big. Try a smaller one (a photo from a phone is fine)."),
+    "unreadable": i18n.lazy("We could not read this picture. Try a JPEG, PNG or WebP photo."),
+    "photo_gone": i18n.lazy("That photo is no longer here. Please choose it again."),
+    "unavailable": i18n.lazy("This style is not available on this server right now."),
+    "choose_style": i18n.lazy("Please choose one of the styles."),
+    "choose_painting": i18n.lazy("Choose the painting to copy the style of."),
+    "bad_email": i18n.lazy("That email address does not look right. Please check it."),
+    "choose_commission_style": i18n.lazy("Please choose one of the hand-picked styles."),
+    "choose_photo": i18n.lazy("Please choose a photo."),
+    "bad_request": i18n.lazy("Something about this request is not right. Please try again."),
+    "failed": i18n.lazy("Something went wrong on our side. Please try again in a moment."),
+}
+
+
+def error_code(exc: Exception) -> str:
+    """The :data:`ERRORS` code for ``exc``."""
     if isinstance(exc, (FileTooLargeError, ImageTooLargeError)):
-        return _("This picture is too big. Try a smaller one (a photo from a phone is fine).")
+        return "too_big"
     if isinstance(exc, ImageError):
-        return _("We could not read this picture. Try a JPEG, PNG or WebP photo.")
+        return "unreadable"
     if isinstance(exc, UploadNotFoundError):
-        return _("That photo is no longer here. Please choose it again.")
+        return "photo_gone"
     if isinstance(exc, ModelMissingError):
-        return _("This style is not available on this server right now.")
+        return "unavailable"
     if isinstance(exc, UnknownStyleError):
-        return _("Please choose one of the styles.")
+        return "choose_painting" if "own painting" in str(exc) else "choose_style"
     if isinstance(exc, OrderError):
         message = str(exc)
         if "email" in message:
-            return _("That email address does not look right. Please check it.")
+            return "bad_email"
         if "style" in message:
-            return _("Please choose one of the hand-picked styles.")
-        return _("Please choose a photo.")
+            return "choose_commission_style"
+        return "choose_photo"
     if isinstance(exc, (UploadError, *REFUSALS, ApiError)):
-        return _("Something about this request is not right. Please try again.")
-    return _("Something went wrong on our side. Please try again in a moment.")
+        return "bad_request"
+    return "failed"
+
+
+def error_message(locale: str, code: str | None) -> str | None:
+    """The words for an :data:`ERRORS` code in ``locale`` (None for no code or an unknown one)."""
+    message = ERRORS.get(code or "")
+    return i18n.gettext(locale, message) if message is not None else None
+
+
+def friendly_error(locale: str, exc: Exception) -> str:
+    """A message for the page, in its language (the API's messages are English)."""
+    return error_message(locale, error_code(exc)) or ""
 
 
 def _style_cards(entries: list[StyleEntry], locale: str) -> list[dict[str, Any]]:
@@ -131,54 +158,88 @@ def _style_cards(entries: list[StyleEntry], locale: str) -> list[dict[str, Any]]
     ]
 
 
-def _strength(value: str | int | None) -> int:
+def _percent(value: str | int | None, *, default: int, low: int = 0, high: int = 100) -> int:
     try:
-        return max(0, min(100, int(value))) if value is not None else 100
+        return max(low, min(high, int(value))) if value not in (None, "") else default
     except (TypeError, ValueError):
-        return 100
+        return default
 
 
-def _home_context(services: Services, locale: str, params: dict[str, str]) -> dict[str, Any]:
+def _strength(value: str | int | None) -> int:
+    return _percent(value, default=100)
+
+
+def _home_context(services: Services, locale: str, params: dict[str, str], *, photo: Any = None) -> dict[str, Any]:
+    """What the instant page shows for its query: the chosen photo, style and options, and the
+    painting's address when there is something to paint (so that it works without scripts)."""
     catalog = services.catalog
-    photo_id = params.get("photo") or ""
+    max_size = services.settings.instant_max_size
+    photo_id = photo.id if photo is not None else ""
     style = params.get("style") or ""
     own_id = params.get("own") or ""
     strength = _strength(params.get("strength"))
+    preserve = params.get("preserve") in ("1", "on", "true")
+    blend_style = params.get("blend_style") or ""
+    entry = catalog.get(blend_style)
+    if entry is None or entry.kind != "painting":
+        blend_style = ""
+    blend = _percent(params.get("blend"), default=50, low=10, high=90)
     result = None
-    if photo_id and (style and style != "own" or own_id):
+    if photo is not None and (style and style != "own" or own_id):
         query: dict[str, Any] = {"content_id": photo_id, "alpha": f"{strength / 100:.2f}"}
         if style == "own" or (own_id and not style):
             query["style_id"] = own_id
         else:
             query["style_name"] = style
+        if preserve:
+            query["preserve_color"] = "true"
+        if blend_style and (catalog.get(style) is None or catalog.get(style).kind == "painting"):  # type: ignore[union-attr]
+            query |= {"blend_name": blend_style, "blend": f"{blend / 100:.2f}"}
+        width, height = photo.width or max_size, photo.height or max_size
+        painted = fit_dims(width, height, min(max(width, height), max_size))
         result = {
             "url": "/api/v1/stylize?" + urlencode(query),
             "photo_url": f"/api/v1/uploads/{photo_id}/image",
             "style": style,
+            "width": painted[0],
+            "height": painted[1],
+            "reduced": max(width, height) > max_size,
         }
     return {
         "filters": _style_cards(catalog.filters(), locale),
         "paintings": _style_cards(catalog.paintings(), locale),
         "selected_style": style or "candy",
         "photo_id": photo_id,
+        "photo": photo,
         "own_id": own_id,
         "strength": strength,
+        "preserve": preserve,
+        "blend_style": blend_style,
+        "blend": blend,
         "result": result,
+        "max_size": max_size,
         "can_commission": bool(catalog.commissionable()),
     }
 
 
 @router.get("/{lang}/")
 def home(services: ServicesDep, request: Request, lang: str) -> Response:
-    """The instant journey: a photo, a style, the painted picture."""
+    """The instant journey: a photo, a style, the painted picture (``?photo=&style=...``: the
+    form's result, or a reload; ``error=`` a bounced form's reason)."""
     locale = page_locale(lang)
     params = dict(request.query_params)
+    error = error_message(locale, params.get("error"))
+    photo = None
     if params.get("photo"):
         try:
-            get_upload(services, params["photo"])
+            photo = get_upload(services, params["photo"])
         except UploadNotFoundError as exc:
-            return render(request, "home.html", locale, active="instant", error=friendly_error(locale, exc), **_home_context(services, locale, {}))
-    return render(request, "home.html", locale, active="instant", error=None, **_home_context(services, locale, params))
+            error = friendly_error(locale, exc)
+    return render(request, "home.html", locale, active="instant", error=error, **_home_context(services, locale, params, photo=photo))
+
+
+def _home_query(**values: str) -> str:
+    return urlencode({k: v for k, v in values.items() if v})
 
 
 @router.post("/{lang}/instant", dependencies=[Depends(upload_guard)])
@@ -192,10 +253,16 @@ def instant_form(
     painting: Annotated[UploadFile | None, File()] = None,
     own_id: Annotated[str, Form()] = "",
     strength: Annotated[str, Form()] = "100",
+    preserve: Annotated[str, Form()] = "",
+    blend_style: Annotated[str, Form()] = "",
+    blend: Annotated[str, Form()] = "50",
 ) -> Response:
-    """The home form without JavaScript: keep the files, then show the result page."""
+    """The home form without JavaScript: keep the files, then redirect to the page that shows
+    the result -- or, when something is wrong, to the same page with the reason (the photo
+    that was there before stays)."""
     locale = page_locale(lang)
     limit = services.settings.max_upload_bytes
+    options = {"strength": str(_strength(strength)), "preserve": "1" if preserve else "", "blend_style": blend_style, "blend": blend if blend_style else ""}
     try:
         photo_data = photo.file.read(max(limit, services.settings.max_video_bytes) + 1) if photo is not None else b""
         if photo_data and sniff_video(photo_data) and not photo_data.startswith(b"GIF8"):
@@ -221,12 +288,13 @@ def instant_form(
     except (*REFUSALS, ApiError) as exc:
         if isinstance(exc, DecodeBusyError):
             raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
-        context = _home_context(services, locale, {"photo": content_id, "style": style, "strength": strength})
-        return render(request, "home.html", locale, active="instant", status_code=422, error=friendly_error(locale, exc), **context)
-    query = {"photo": content_id, "style": style, "strength": str(_strength(strength))}
-    if own_id:
-        query["own"] = own_id
-    return RedirectResponse(f"/{locale}/?{urlencode(query)}#result", status_code=303)
+        code = error_code(exc)
+        # A photo that is gone is not offered again; a bad new file leaves the last good one.
+        kept = "" if code == "photo_gone" else content_id
+        query = _home_query(photo=kept, style=style if kept else "", own=own_id if kept else "", error=code, **options)
+        return RedirectResponse(f"/{locale}/?{query}#result", status_code=303)
+    query = _home_query(photo=content_id, style=style, own=own_id, **options)
+    return RedirectResponse(f"/{locale}/?{query}#result", status_code=303)
 
 
 def _order_video_page(
@@ -277,16 +345,41 @@ def _commission_context(services: Services, locale: str, *, photo_id: str = "", 
     }
 
 
+#: A bounced commission form's email, kept for the page it is redirected to (POST-redirect-GET):
+#: a cookie rather than the address bar, which ends up in histories and logs.
+FORM_EMAIL_COOKIE = "atelier_form_email"
+#: The problems a commission form can have, in the order the page lists them.
+COMMISSION_PROBLEMS = ("too_big", "unreadable", "photo_gone", "choose_photo", "choose_commission_style", "bad_email", "bad_request")
+
+
 @router.get("/{lang}/commission")
-def commission_page(services: ServicesDep, request: Request, lang: str, photo: str = "", style: str = "") -> Response:
-    """Order a commission: a hand-picked style, a photo (or the one from the instant page), an email."""
+def commission_page(
+    services: ServicesDep, request: Request, lang: str, photo: str = "", style: str = "", problems: str = ""
+) -> Response:
+    """Order a commission: a hand-picked style, a photo (or the one from the instant page), an
+    email. ``problems`` lists what a bounced form got wrong (every one of them)."""
     locale = page_locale(lang)
+    codes = [code for code in COMMISSION_PROBLEMS if code in problems.split(",")]
     if photo:
         try:
             get_upload(services, photo)
         except UploadNotFoundError:
             photo = ""
-    return render(request, "commission.html", locale, active="commission", error=None, **_commission_context(services, locale, photo_id=photo, style=style))
+            if "photo_gone" not in codes:
+                codes.append("photo_gone")
+    email = unquote(request.cookies.get(FORM_EMAIL_COOKIE, ""))[:254] if codes else ""
+    response = render(
+        request,
+        "commission.html",
+        locale,
+        active="commission",
+        errors=[error_message(locale, code) for code in codes],
+        invalid=set(codes),
+        **_commission_context(services, locale, photo_id=photo, style=style, email=email),
+    )
+    if FORM_EMAIL_COOKIE in request.cookies:
+        response.delete_cookie(FORM_EMAIL_COOKIE, path=f"/{locale}/commission")
+    return response
 
 
 @router.post("/{lang}/commission", dependencies=[Depends(commission_guard)])
@@ -299,26 +392,55 @@ def commission_form(
     photo: Annotated[UploadFile | None, File()] = None,
     content_id: Annotated[str, Form()] = "",
 ) -> Response:
+    """Take the order, or send the form back with everything that is wrong (a good photo is
+    kept, so it is not chosen twice)."""
+    from atelier.service.artworks import check_email
+
     locale = page_locale(lang)
     limit = services.settings.max_upload_bytes
-    try:
-        data = photo.file.read(limit + 1) if photo is not None else b""
+    problems: list[str] = []
+    data = photo.file.read(limit + 1) if photo is not None else b""
+    if data:
         if len(data) > limit:
-            raise FileTooLargeError("too big")
-        view = order_artwork(
-            services,
-            style_name=style,
-            email=email,
-            locale=locale,
-            content=data or None,
-            content_id=None if data else (content_id or None),
-        )
-    except (*REFUSALS, ApiError) as exc:
-        if isinstance(exc, DecodeBusyError):
-            raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
-        context = _commission_context(services, locale, photo_id=content_id, style=style, email=email)
-        return render(request, "commission.html", locale, active="commission", status_code=422, error=friendly_error(locale, exc), **context)
-    return RedirectResponse(f"/{locale}/artworks/{view.id}", status_code=303)
+            problems.append("too_big")
+        else:
+            try:
+                content_id = store_upload(services, data, kind="content", temporary=True)[0].id
+            except (*REFUSALS, ApiError) as exc:
+                if isinstance(exc, DecodeBusyError):
+                    raise  # an outage, not the visitor's mistake: the 503 page (web.errors)
+                problems.append(error_code(exc))
+    elif content_id:
+        try:
+            get_upload(services, content_id)
+        except UploadNotFoundError:
+            content_id = ""
+            problems.append("photo_gone")
+    else:
+        problems.append("choose_photo")
+    entry = services.catalog.get(style)
+    if entry is None or not entry.commission:
+        problems.append("choose_commission_style")
+    try:
+        check_email(email)
+    except OrderError:
+        problems.append("bad_email")
+    if not problems:
+        try:
+            view = order_artwork(services, style_name=style, email=email, locale=locale, content_id=content_id)
+        except (*REFUSALS, ApiError) as exc:
+            if isinstance(exc, DecodeBusyError):
+                raise
+            problems.append(error_code(exc))
+        else:
+            return RedirectResponse(f"/{locale}/artworks/{view.id}", status_code=303)
+    query = urlencode({k: v for k, v in {"photo": content_id, "style": style, "problems": ",".join(problems)}.items() if v})
+    response = RedirectResponse(f"/{locale}/commission?{query}#order", status_code=303)
+    response.set_cookie(
+        FORM_EMAIL_COOKIE, quote(email.strip()[:254]), max_age=600, path=f"/{locale}/commission", httponly=True, samesite="lax",
+        secure=services.public_url.startswith("https://"),
+    )
+    return response
 
 
 @router.get("/{lang}/artworks/{artwork_id}")
@@ -335,56 +457,6 @@ async def artwork_page(services: ServicesDep, request: Request, lang: str, artwo
         artwork=view.public(services, locale=locale),
         final=view.status in ArtworkStatus.FINAL,
     )
-
-
-@router.get("/{lang}/a/{token}")
-async def preview_page(services: ServicesDep, request: Request, lang: str, token: str) -> Response:
-    """The watermarked artwork behind the mailed link."""
-    locale = page_locale(lang)
-    info = await run_in_threadpool(artwork_by_preview_token, services, token)
-    if info is None or info.status not in (ArtworkStatus.PREVIEW_READY,) and not info.preview_key:
-        return not_found(request, locale)
-    entry = services.catalog.get(info.style)
-    return render(
-        request,
-        "preview.html",
-        locale,
-        headers={"Referrer-Policy": "no-referrer"},
-        image_url=f"/a/{token}/preview.jpg",
-        width=info.width,
-        height=info.height,
-        style_title=entry.title(locale) if entry is not None else info.style,
-        artist=entry.artist if entry is not None else None,
-        price=price_context(services, request, locale) if info.status == ArtworkStatus.PREVIEW_READY else None,
-        pay_url=f"/{locale}/a/{token}/pay",
-    )
-
-
-def price_context(services: Services, request: Request, locale: str) -> dict[str, Any] | None:
-    """The checkout form's numbers for this buyer: their country's currency, the suggestion and
-    the minimum, written for their language (None when the price table is broken: the preview
-    still shows, the log says why)."""
-    from atelier.service import pricing
-
-    try:
-        table = pricing.price_table_of(services.settings)
-    except pricing.PriceTableError:
-        log.exception("no checkout form: the price table is not valid")
-        return None
-    from atelier.web.security import client_ip
-
-    # The buyer's own address for the GeoIP lookup: behind a trusted proxy, what it forwarded.
-    country = pricing.country_from_request(headers=request.headers, client_ip=client_ip(request) or None, settings=services.settings)
-    price = pricing.price_for(country=country, table=table)
-    shown = pricing.display_locale(locale, country)
-    return {
-        "currency": price.currency,
-        "country": country or "",
-        "suggested": pricing.format_amount(price.suggested_minor, currency=price.currency, locale=shown, exponent=price.exponent),
-        "minimum": pricing.format_amount(price.minimum_minor, currency=price.currency, locale=shown, exponent=price.exponent),
-        "value": pricing.input_amount(price.suggested_minor, exponent=price.exponent, locale=shown),
-        "minimum_minor": price.minimum_minor,
-    }
 
 
 def not_found(request: Request, locale: str) -> Response:

@@ -368,8 +368,9 @@ _ADDRESS_LIMITS: tuple[tuple[str, re.Pattern[str], str, str], ...] = (
     ("POST", re.compile(r"^(/api/v1/(uploads|uploads/presign|stylize|videos|batches)|/[a-z]{2}/instant)/?$"), "upload", "rate_limit_uploads_per_ip"),
     ("POST", re.compile(r"^(/api/v1/artworks|/[a-z]{2}/commission)/?$"), "commission", "rate_limit_commissions_per_ip"),
     ("POST", re.compile(r"^/admin/login/?$"), "admin_login", "rate_limit_admin_logins_per_ip"),
-    # Painting costs CPU even without a file: the instant page's re-picks of a style.
-    ("GET", re.compile(r"^/api/v1/stylize/?$"), "paint", "rate_limit_paintings_per_ip"),
+    # Painting costs CPU even without a file: the instant page's re-picks of a style, and the
+    # sheet of every style on a photo (one batch, counted as one).
+    ("GET", re.compile(r"^/api/v1/(stylize|sheet)/?$"), "paint", "rate_limit_paintings_per_ip"),
 )
 
 

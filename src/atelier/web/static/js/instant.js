@@ -1,39 +1,93 @@
-/* The instant page without reloads: upload once, repaint on every style or strength change,
-   compare before and after, download. The form still works without this file. */
+/* The instant page without reloads: the photo, then its painting, in one place; repaint on every
+   style, strength or option change; compare before and after; every style at once; videos.
+   The form still works without this file (a POST, then a page with the result). */
 (function () {
   "use strict";
   var form = document.getElementById("instant-form");
   if (!form) return;
   var msg = function (key, values) { return window.atelierMessage(form, key, values); };
+  var $ = function (selector) { return form.querySelector(selector); };
   var locale = form.dataset.locale;
-  var photoInput = form.querySelector("#photo");
-  var paintingInput = form.querySelector("#painting");
-  var contentId = form.querySelector("input[name=content_id]");
-  var ownId = form.querySelector("input[name=own_id]");
-  var strength = form.querySelector("#strength");
-  var strengthValue = form.querySelector("#strength-value");
-  var result = document.getElementById("result");
-  var status = result.querySelector(".status");
-  var compare = result.querySelector("[data-compare]");
+  var maxSize = parseInt(form.dataset.maxSize, 10) || 1024;
+  var photoInput = $("#photo");
+  var paintingInput = $("#painting");
+  var contentId = $("input[name=content_id]");
+  var ownId = $("input[name=own_id]");
+  var strength = $("#strength");
+  var strengthValue = $("#strength-value");
+  var preserve = $("#preserve");
+  var blendStyle = $("#blend-style");
+  var blend = $("#blend");
+  var blendValue = $("#blend-value");
+  var stage = document.getElementById("result");
+  var empty = stage.querySelector("[data-stage-empty]");
+  var compare = stage.querySelector("[data-compare]");
   var resultImage = document.getElementById("result-image");
   var beforeImage = document.getElementById("before-image");
   var compareRange = document.getElementById("compare");
-  var compareControl = result.querySelector(".compare-control");
+  var compareControl = stage.querySelector("[data-compare-control]");
+  var actions = stage.querySelector("[data-result-actions]");
   var download = document.getElementById("download");
   var commissionLink = document.getElementById("commission-link");
-  var videoResult = document.getElementById("video-result");
+  var sizeNote = stage.querySelector("[data-size-note]");
+  var status = document.getElementById("status");
+  var sheet = stage.querySelector("[data-sheet]");
+  var sheetGrid = stage.querySelector("[data-sheet-grid]");
+  var sheetButton = $("[data-sheet-button]");
+  var video = stage.querySelector("[data-video]");
+  var ownTile = $(".own-tile");
+  var ownName = $("[data-own-name]");
+  var photoSize = { width: parseInt(contentId.dataset.width, 10) || 0, height: parseInt(contentId.dataset.height, 10) || 0 };
   var latest = 0;
   var resultUrl = null;
   var timer = null;
+  var painted = chosenStyle();  // the last style that painted (a failed own painting goes back to it)
 
-  function setStatus(element, text, busy) {
-    element.textContent = text;
-    element.classList.toggle("is-busy", !!busy);
+  /* ---- small helpers -------------------------------------------------------------------- */
+
+  function setStatus(text, kind) {
+    status.textContent = text;
+    status.classList.toggle("is-busy", kind === "busy");
+    status.classList.toggle("is-error", kind === "error");
+    if (kind === "error") reveal(status);
+  }
+
+  /* Bring ``element`` into view if it is not: with the whole picture around it when that fits
+     (the picture and the line under it are what a person watches). */
+  function reveal(element) {
+    var box = element.getBoundingClientRect();
+    if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+    var whole = stage.getBoundingClientRect().height <= window.innerHeight;
+    (whole ? stage : element).scrollIntoView({ block: "center" });
+  }
+
+  function show(view) {
+    empty.hidden = view !== "empty";
+    compare.hidden = view !== "picture";
+    sheet.hidden = view !== "sheet";
+    video.hidden = view !== "video";
+    form.classList.toggle("has-photo", view !== "empty");
+    form.classList.toggle("view-sheet", view === "sheet");
+    form.classList.toggle("view-video", view === "video");
   }
 
   function chosenStyle() {
     var checked = form.querySelector("input[name=style]:checked");
     return checked ? checked.value : "";
+  }
+
+  function kindOf(style) {
+    var radio = form.querySelector("input[name=style][value='" + style + "']");
+    return radio ? radio.dataset.kind : "";
+  }
+
+  function choose(style) {
+    var radio = form.querySelector("input[name=style][value='" + style + "']");
+    if (radio) radio.checked = true;
+  }
+
+  function decimal(value) {
+    return locale === "es" ? String(value).replace(".", ",") : String(value);
   }
 
   function errorText(response, body) {
@@ -47,6 +101,11 @@
     return response.json().catch(function () { return null; }).then(function (body) {
       throw new Error(errorText(response, body));
     });
+  }
+
+  function failure(error) {
+    // A network error (TypeError) has no words for a person.
+    return error instanceof TypeError ? msg("failed") : error.message;
   }
 
   /* The bot check's answer, when the server asks for one: its widget fills a field of the form.
@@ -69,8 +128,15 @@
     });
   }
 
-  function showResult() {
-    result.hidden = false;
+  /* The picture is shown once the browser can draw it (a file it cannot draw, such as a TIFF,
+     leaves the stage as it was until the painting comes back). */
+  function whenDrawable(url) {
+    return new Promise(function (resolve, reject) {
+      var probe = new Image();
+      probe.onload = function () { resolve(url); };
+      probe.onerror = reject;
+      probe.src = url;
+    });
   }
 
   function updateCommissionLink() {
@@ -79,52 +145,121 @@
     }
   }
 
+  function options(query) {
+    if (preserve && preserve.checked) query.set("preserve_color", "true");
+    if (blendStyle && blendStyle.value && kindOf(chosenStyle()) === "painting") {
+      query.set("blend_name", blendStyle.value);
+      query.set("blend", (blend.value / 100).toFixed(2));
+    }
+    return query;
+  }
+
+  /* The address says what is on screen, so that a reload (or the form without scripts) shows
+     the same painting. */
   function remember() {
     var query = new URLSearchParams({ photo: contentId.value, style: chosenStyle(), strength: strength.value });
     if (ownId.value) query.set("own", ownId.value);
+    if (preserve && preserve.checked) query.set("preserve", "1");
+    if (blendStyle && blendStyle.value) { query.set("blend_style", blendStyle.value); query.set("blend", blend.value); }
     history.replaceState(null, "", "/" + locale + "/?" + query.toString());
   }
 
+  function noteSize(width, height, template) {
+    var longest = Math.max(photoSize.width, photoSize.height);
+    if (!width || !longest || (width >= photoSize.width && height >= photoSize.height)) {
+      sizeNote.hidden = true;
+      return;
+    }
+    sizeNote.textContent = msg(template || "reduced", {
+      width: width, height: height, photo_width: photoSize.width, photo_height: photoSize.height, max: maxSize
+    });
+    sizeNote.hidden = false;
+  }
+
+  /* ---- painting --------------------------------------------------------------------------- */
+
   function paint() {
-    if (!contentId.value) { setStatus(status, msg("choose-photo")); return; }
+    if (!contentId.value) { setStatus(msg("choose-photo"), "error"); return; }
     var style = chosenStyle();
     var query = new URLSearchParams({ content_id: contentId.value, alpha: (strength.value / 100).toFixed(2) });
     if (style === "own") {
-      if (!ownId.value) { showResult(); setStatus(status, msg("choose-painting")); paintingInput.focus(); return; }
+      if (!ownId.value) { setStatus(msg("choose-painting")); return; }
       query.set("style_id", ownId.value);
     } else {
       query.set("style_name", style);
     }
+    options(query);
     var ticket = ++latest;
-    showResult();
-    setStatus(status, msg("painting"), true);
+    show("picture");
+    setStatus(msg("painting"), "busy");
     compare.classList.add("is-busy");
     fetch("/api/v1/stylize?" + query.toString()).then(function (response) {
       if (!response.ok) return readError(response);
-      var elapsed = parseFloat(response.headers.get("X-Stylize-Ms") || "0") / 1000;
-      var seconds = elapsed.toFixed(elapsed < 1 ? 2 : 1);
-      return response.blob().then(function (blob) { return { blob: blob, seconds: seconds }; });
-    }).then(function (painted) {
+      var seconds = parseFloat(response.headers.get("X-Stylize-Ms") || "0") / 1000;
+      var size = (response.headers.get("X-Image-Size") || "").split("x");
+      return response.blob().then(function (blob) {
+        return {
+          blob: blob,
+          seconds: seconds.toFixed(seconds < 1 ? 2 : 1),
+          cached: response.headers.get("X-Result-Cached") === "1",
+          width: parseInt(size[0], 10) || 0,
+          height: parseInt(size[1], 10) || 0
+        };
+      });
+    }).then(function (result) {
       if (ticket !== latest) return;
       if (resultUrl) URL.revokeObjectURL(resultUrl);
-      resultUrl = URL.createObjectURL(painted.blob);
+      resultUrl = URL.createObjectURL(result.blob);
+      resultImage.removeAttribute("width");
+      resultImage.removeAttribute("height");
       resultImage.src = resultUrl;
       download.href = resultUrl;
       download.setAttribute("download", "atelier-" + (style === "own" ? "painting" : style) + ".jpg");
       compare.classList.remove("is-busy");
       compareControl.classList.add("is-ready");
-      setStatus(status, msg("done", { seconds: painted.seconds.replace(".", locale === "es" ? "," : ".") }));
+      actions.hidden = false;
+      painted = style;
+      // A cached filter picture blended again takes no painting time: say so, not "0.00 s".
+      setStatus(result.cached ? msg("cached") : msg("done", { seconds: decimal(result.seconds) }));
+      noteSize(result.width, result.height);
       remember();
+      resultImage.decode().then(function () { reveal(resultImage); }).catch(function () {});
     }).catch(function (error) {
       if (ticket !== latest) return;
       compare.classList.remove("is-busy");
-      setStatus(status, error.message);
+      setStatus(failure(error), "error");
     });
   }
 
   function paintSoon(delay) {
     clearTimeout(timer);
     timer = setTimeout(paint, delay);
+  }
+
+  /* ---- the photo -------------------------------------------------------------------------- */
+
+  /* What the stage shows, to put back when a new photo turns out to be unusable: the last good
+     photo and its painting stay, and the file field forgets the bad file. */
+  function snapshot() {
+    return {
+      view: !empty.hidden ? "empty" : !sheet.hidden ? "sheet" : !video.hidden ? "video" : "picture",
+      after: resultImage.getAttribute("src"),
+      before: beforeImage.getAttribute("src"),
+      hasBefore: compare.classList.contains("has-before"),
+      actions: actions.hidden,
+      note: sizeNote.hidden
+    };
+  }
+
+  function restore(saved) {
+    latest++;  // a painting on its way is for the photo that failed: drop it
+    show(saved.view);
+    if (saved.after) resultImage.src = saved.after; else resultImage.removeAttribute("src");
+    if (saved.before) beforeImage.src = saved.before; else beforeImage.removeAttribute("src");
+    compare.classList.toggle("has-before", saved.hasBefore);
+    compare.classList.remove("is-busy");
+    actions.hidden = saved.actions;
+    sizeNote.hidden = saved.note;
   }
 
   photoInput.addEventListener("change", function () {
@@ -134,54 +269,94 @@
       startVideo(file);
       return;
     }
-    showResult();
-    setStatus(status, msg("uploading"), true);
-    var before = URL.createObjectURL(file);
+    var saved = snapshot();
+    var local = URL.createObjectURL(file);
+    var ticket = ++latest;
+    setStatus(msg("uploading"), "busy");
+    whenDrawable(local).then(function () {
+      if (ticket !== latest) return;
+      show("picture");
+      resultImage.removeAttribute("width");
+      resultImage.removeAttribute("height");
+      resultImage.src = local;
+      compare.classList.remove("has-before");
+      compare.classList.add("is-busy");
+      actions.hidden = true;
+      sizeNote.hidden = true;
+    }).catch(function () {});
     upload(file, "content").then(function (info) {
       contentId.value = info.id;
-      beforeImage.src = before;
+      photoSize = { width: info.width || 0, height: info.height || 0 };
+      beforeImage.src = local;
       compare.classList.add("has-before");
+      if (sheetButton) sheetButton.hidden = false;
       updateCommissionLink();
       paint();
-    }).catch(function (error) { setStatus(status, error.message); });
+    }).catch(function (error) {
+      restore(saved);
+      photoInput.value = "";
+      setStatus(failure(error), "error");
+    });
   });
+
+  /* ---- your own painting ---------------------------------------------------------------- */
 
   paintingInput.addEventListener("change", function () {
     var file = paintingInput.files && paintingInput.files[0];
     if (!file) return;
-    form.querySelector("#style-own").checked = true;
+    var before = { tile: Array.prototype.slice.call(ownTile.childNodes), painting: ownTile.classList.contains("has-painting"), id: ownId.value, name: ownName.textContent };
+    $("#style-own").checked = true;
     showOwnPainting(file);
-    showResult();
-    setStatus(status, msg("uploading"), true);
+    ownName.textContent = file.name;
+    setStatus(msg("uploading"), "busy");
     upload(file, "style").then(function (info) {
       ownId.value = info.id;
-      paint();
-    }).catch(function (error) { setStatus(status, error.message); });
+      if (contentId.value) paint(); else setStatus(msg("choose-photo"));
+    }).catch(function (error) {
+      // Back to how it was: no broken tile left chosen.
+      ownTile.replaceChildren.apply(ownTile, before.tile);
+      ownTile.classList.toggle("has-painting", before.painting);
+      ownId.value = before.id;
+      ownName.textContent = before.name;
+      paintingInput.value = "";
+      if (!before.id) choose(painted !== "own" ? painted : "candy");
+      setStatus(failure(error), "error");
+    });
   });
 
   /* The chosen painting takes the place of the "+" in its style card. */
   function showOwnPainting(file) {
-    var tile = form.querySelector(".own-tile");
-    if (!tile) return;
-    var image = tile.querySelector("img") || document.createElement("img");
-    if (image.src) URL.revokeObjectURL(image.src);
+    var image = document.createElement("img");
     image.src = URL.createObjectURL(file);
     image.alt = "";
-    tile.replaceChildren(image);
-    tile.classList.add("has-painting");
+    ownTile.replaceChildren(image);
+    ownTile.classList.add("has-painting");
   }
+
+  /* ---- styles and options --------------------------------------------------------------- */
 
   form.querySelectorAll("input[name=style]").forEach(function (radio) {
     radio.addEventListener("change", function () {
-      if (radio.value === "own" && !ownId.value) { paintingInput.focus(); return; }
-      paintSoon(0);
+      if (radio.value === "own" && !ownId.value) { setStatus(msg("choose-painting")); return; }
+      if (!contentId.value) { setStatus(msg("choose-photo")); return; }
+      // Arrow keys walk the strip one card per press: paint where they stop.
+      paintSoon(180);
     });
   });
 
   strength.addEventListener("input", function () {
     strengthValue.textContent = strength.value + " %";
-    paintSoon(250);
+    if (contentId.value) paintSoon(250);
   });
+
+  if (preserve) preserve.addEventListener("change", function () { if (contentId.value) paintSoon(0); });
+  if (blendStyle) {
+    blendStyle.addEventListener("change", function () { if (contentId.value) paintSoon(0); });
+    blend.addEventListener("input", function () {
+      blendValue.textContent = blend.value + " %";
+      if (contentId.value && blendStyle.value) paintSoon(250);
+    });
+  }
 
   compareRange.addEventListener("input", function () {
     compare.style.setProperty("--split", compareRange.value + "%");
@@ -189,22 +364,54 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    if (!contentId.value && !(photoInput.files && photoInput.files[0])) {
-      showResult();
-      setStatus(status, msg("choose-photo"));
-      photoInput.focus();
-      return;
-    }
+    if (!contentId.value) { setStatus(msg("choose-photo"), "error"); return; }
     paint();
   });
 
-  document.getElementById("another").addEventListener("click", function (event) {
-    event.preventDefault();
-    var strip = document.getElementById("styles");
-    strip.scrollIntoView({ behavior: "smooth", block: "center" });
-    var checked = form.querySelector("input[name=style]:checked") || form.querySelector("input[name=style]");
-    if (checked) checked.focus({ preventScroll: true });
-  });
+  /* ---- every style on my photo ------------------------------------------------------------ */
+
+  if (sheetButton) {
+    sheetButton.hidden = !contentId.value;
+    sheetButton.addEventListener("click", function () {
+      if (!contentId.value) { setStatus(msg("choose-photo"), "error"); return; }
+      var ticket = ++latest;
+      setStatus(msg("sheet"), "busy");
+      sheetButton.disabled = true;
+      fetch("/api/v1/sheet?" + new URLSearchParams({ content_id: contentId.value, locale: locale, format: "json" })).then(function (response) {
+        if (!response.ok) return readError(response);
+        return response.json();
+      }).then(function (result) {
+        if (ticket !== latest) return;
+        var tiles = result.tiles.filter(function (tile) { return tile.kind !== "photo"; });
+        sheetGrid.style.setProperty("--tile-ratio", result.width + " / " + result.height);
+        sheetGrid.replaceChildren.apply(sheetGrid, tiles.map(function (tile) {
+          var button = document.createElement("button");
+          button.type = "button";
+          button.className = "sheet-tile";
+          button.dataset.style = tile.name;
+          var image = document.createElement("img");
+          image.src = tile.image;
+          image.alt = "";
+          var title = document.createElement("span");
+          title.textContent = tile.title;
+          button.append(image, title);
+          button.addEventListener("click", function () {
+            choose(tile.name);
+            paint();
+          });
+          return button;
+        }));
+        show("sheet");
+        setStatus(msg("sheet-done", { seconds: decimal(result.seconds.toFixed(1)) }));
+        reveal(sheet);
+      }).catch(function (error) {
+        if (ticket !== latest) return;
+        setStatus(failure(error), "error");
+      }).finally(function () { sheetButton.disabled = false; });
+    });
+  }
+
+  /* ---- the page as the server drew it ------------------------------------------------------ */
 
   /* A page opened with ?photo=... (after a reload, or the form without scripts) shows its
      before/after at once. */
@@ -212,18 +419,22 @@
     compare.classList.add("has-before");
     compareControl.classList.add("is-ready");
   }
+  if (ownName) ownName.hidden = false;
   updateCommissionLink();
 
-  /* ---- videos: a job, followed until the painted clip can be downloaded ---------------- */
+  /* ---- videos: a job, followed until the painted clip can be played and downloaded -------- */
 
   function startVideo(file) {
-    var videoStatus = videoResult.querySelector(".status");
-    var bar = videoResult.querySelector("progress");
-    var player = videoResult.querySelector("video");
-    var link = videoResult.querySelector("a[download]");
-    result.hidden = true;
-    videoResult.hidden = false;
-    setStatus(videoStatus, msg("uploading"), true);
+    var bar = video.querySelector("[data-video-progress]");
+    var player = video.querySelector("[data-video-player]");
+    latest++;
+    show("video");
+    player.hidden = true;
+    bar.hidden = false;
+    bar.value = 0;
+    actions.hidden = true;
+    sizeNote.hidden = true;
+    setStatus(msg("uploading"), "busy");
     var data = new FormData();
     data.append("content", file);
     var style = chosenStyle();
@@ -235,25 +446,36 @@
       if (!response.ok) return readError(response);
       return response.json();
     }).then(function (job) {
-      setStatus(videoStatus, msg("video"), true);
+      setStatus(msg("video"), "busy");
       var poll = function () {
         fetch(job.status_url).then(function (response) { return response.json(); }).then(function (state) {
           bar.value = Math.round((state.progress || 0) * 100);
           if (state.status === "done") {
-            setStatus(videoStatus, msg("video-done"));
+            setStatus(msg("video-done"));
             bar.hidden = true;
             player.src = state.result_url;
             player.hidden = false;
-            link.href = state.result_url;
-            link.hidden = false;
+            download.href = state.result_url;
+            download.setAttribute("download", "atelier-video.mp4");
+            actions.hidden = false;
+            if (state.width && state.source_width) {
+              photoSize = { width: state.source_width, height: state.source_height };
+              noteSize(state.width, state.height, "video-reduced");
+            }
           } else if (state.status === "failed") {
-            setStatus(videoStatus, msg("failed"));
+            bar.hidden = true;
+            setStatus(msg("failed"), "error");
           } else {
+            if (state.status === "processing") setStatus(msg("video-progress", { percent: bar.value }), "busy");
             setTimeout(poll, 1000);
           }
         }).catch(function () { setTimeout(poll, 3000); });
       };
       poll();
-    }).catch(function (error) { setStatus(videoStatus, error.message); });
+    }).catch(function (error) {
+      show(contentId.value ? "picture" : "empty");
+      photoInput.value = "";
+      setStatus(failure(error), "error");
+    });
   }
 })();

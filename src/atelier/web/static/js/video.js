@@ -8,6 +8,7 @@
   var bar = section.querySelector("[data-progress]");
   var player = section.querySelector("[data-player]");
   var download = section.querySelector("[data-download]");
+  var note = section.querySelector("[data-size-note]");
 
   function poll() {
     fetch(section.dataset.statusUrl).then(function (response) { return response.json(); }).then(function (state) {
@@ -19,6 +20,10 @@
         player.hidden = false;
         download.href = state.result_url;
         download.hidden = false;
+        if (state.width && state.source_width && state.width < state.source_width) {
+          note.textContent = msg("reduced", { width: state.width, height: state.height, photo_width: state.source_width, photo_height: state.source_height });
+          note.hidden = false;
+        }
       } else if (state.status === "failed") {
         status.textContent = msg("failed");
         bar.hidden = true;
