@@ -117,7 +117,7 @@ class ArtworkView:
             "page_url": f"/{lang}/artworks/{self.id}",
             "created_at": self.created_at.isoformat(),
             "preview_ready_at": self.preview_ready_at.isoformat() if self.preview_ready_at else None,
-            "preview_url": f"/{lang}/a/{self.preview_token}" if self.preview_token else None,
+            "preview_page_url": f"/{lang}/a/{self.preview_token}" if self.preview_token else None,
             "error": self.error,
         }
 

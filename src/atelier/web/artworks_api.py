@@ -54,7 +54,7 @@ class ArtworkOut(BaseModel):
     page_url: str
     created_at: str
     preview_ready_at: str | None
-    preview_url: str | None = Field(default=None, description="The preview's page (the mailed link), once the preview exists.")
+    preview_page_url: str | None = Field(default=None, description="The preview's page (the mailed link), once the preview exists.")
     error: str | None
 
 

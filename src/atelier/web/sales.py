@@ -213,15 +213,15 @@ def demo_checkout_page(services: ServicesDep, request: Request, lang: str, refer
         confirm_url=f"/{locale}/demo-checkout/{reference}",
         paid=checkout.status == "paid",
         receipt_url=payments.receipt_path(checkout.public_id, locale),
-        back_url=_preview_url(services, checkout.public_id, locale),
+        back_url=_preview_page_url(services, checkout.public_id, locale),
     )
 
 
-def _preview_url(services: Services, public_id: str, locale: str) -> str:
+def _preview_page_url(services: Services, public_id: str, locale: str) -> str:
     """The artwork's preview page (where the buyer came from), else its receipt."""
     view = get_artwork(services, public_id)
     public = view.public(services, locale=locale) if view is not None else {}
-    return public.get("preview_url") or payments.receipt_path(public_id, locale)
+    return public.get("preview_page_url") or payments.receipt_path(public_id, locale)
 
 
 @router.post("/{lang}/demo-checkout/{reference}")
@@ -299,7 +299,7 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         downloads_left=view.downloads_left,
         expires=view.download_expires_at.strftime("%Y-%m-%d %H:%M UTC") if view.download_expires_at else None,
         picture_url=(public.get("progress_image_url") if hd else None) or picture,
-        preview_url=public.get("preview_url"),
+        preview_page_url=public.get("preview_page_url"),
         status_url=public.get("status_url"),
         hd=hd,
         progress=public.get("progress") if hd else None,

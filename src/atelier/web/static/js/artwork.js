@@ -45,8 +45,8 @@
       image.src = state.progress_image_url;
       canvas.hidden = false;
     }
-    if (next && state.preview_url) {
-      next.href = state.preview_url;
+    if (next && state.preview_page_url) {
+      next.href = state.preview_page_url;
       next.hidden = false;
     }
   }
