@@ -200,7 +200,11 @@ def test_single_style_matches_the_reference(
     with torch.no_grad():
         ref_feat = ref_adain(vgg(content), vgg(style)) * alpha + vgg(content) * (1 - alpha)
     feat = engine.blend(engine.encode_content(content), [engine.encode_style(style)], alpha=alpha)
-    torch.testing.assert_close(feat, ref_feat, rtol=1e-4, atol=1e-3)
+    # relu4_1 features of random weights reach ~20; the engine's channels-last convolutions sum in
+    # another order than the reference's, and on an AVX2-only CPU (no AVX-512 kernels) that leaves
+    # single elements 1.7e-4 apart relative (seen: 1 of 24576). 1e-3 relative still catches any
+    # real difference in the formula (on these 6x8 maps a biased variance moves elements by ~1 %).
+    torch.testing.assert_close(feat, ref_feat, rtol=1e-3, atol=1e-3)
 
 
 def test_style_interpolation_matches_the_reference(official_random: Official) -> None:
