@@ -13,7 +13,9 @@ from atelier.art.blocks.images import decode_image, fit_longest, to_tensor
 from atelier.install.styles import add_style
 from atelier.service.catalog import Catalog
 from atelier.service.engines import EngineLoader
-from atelier.service.instant import InstantService, LRUCache, PhotoRef, StyleRef
+from atelier.service.instant import InstantService
+from atelier.service.lru import LRUCache
+from atelier.service.refs import PhotoRef, StyleRef
 from atelier.service.sheet import SheetStyle, compose_sheet, paint_sheet, sheet_styles
 
 LIMITS = {"max_pixels": 10**8, "max_bytes": 10**8}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from atelier.art.blocks.images import decode_image
 from atelier.service.context import Services
-from atelier.service.instant import stylize_image
+from atelier.service.stylize import stylize_image
 from atelier.service.uploads import get_upload
 from atelier.web.app import create_app
 

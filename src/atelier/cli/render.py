@@ -270,7 +270,7 @@ def _instant_painter(
     from atelier.art.blocks.devices import resolve_device
     from atelier.art.blocks.images import decode_image
     from atelier.service.engines import EngineLoader, filter_name
-    from atelier.service.instant import AdaINWeights, stylize_image
+    from atelier.service.stylize import AdaINWeights, stylize_image
 
     settings = get_settings()
     filters = [filter_name(s) for s in style]

@@ -28,7 +28,9 @@ from atelier.art.blocks.images import encode_image
 from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.engines import STYLE_ENGINES
-from atelier.service.instant import StyleChoiceError, StyleRef, photo_ref, style_ref
+from atelier.service.errors import StyleChoiceError
+from atelier.service.refs import StyleRef
+from atelier.service.resolve import photo_ref, style_ref
 from atelier.service.uploads import UploadInfo, get_upload
 from atelier.service.worker import JobContext, job_handler
 from atelier.store.db import Job, JobStatus, transaction

@@ -19,5 +19,17 @@ class ServiceError(Exception):
     """Base class: a refusal of the product's whose message is fit to show to the user."""
 
 
+class StyleChoiceError(ServiceError):
+    """The style options do not fit together (e.g. weights for a single style)."""
+
+
+class BusyError(ServiceError):
+    """The service is shutting down or could not do it in time; try again in a moment."""
+
+
+class UnknownStyleError(StyleChoiceError):
+    """A style name that is neither a filter nor a catalog style."""
+
+
 #: What the layers above show as it is: the art layer's refusals and the service's.
 REFUSALS: tuple[type[Exception], ...] = (ArtError, ServiceError)

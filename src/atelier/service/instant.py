@@ -1,508 +1,66 @@
-"""Instant stylization: a photo and a style in, a picture out, in about a second.
+"""Instant stylization for the web app: a photo and a style in, a picture out, in about a
+second -- the instant engines behind three caches and a micro-batcher. (``atelier render``
+paints one picture uncached: :mod:`atelier.service.stylize`.)
 
-Two entry points:
+- **Photos** (decoded, scaled, as uint8 tensors) and **content features** (the engine's
+  encoding of the photo) are cached by the photo's sha256 and size, in one LRU bounded in bytes
+  (``ATELIER_INSTANT_CACHE_MB``). Re-picking a style for a photo therefore costs the decoder
+  only, and so does moving the strength slider.
+- **Style statistics** (a few KiB each) are cached by the style's name or by the sha256 of an
+  uploaded painting (``ATELIER_STYLE_CACHE_SIZE`` entries).
+- **Filters** have no encoder/decoder split; their full-strength picture is cached instead, so
+  the strength slider is a blend with the cached photo.
+- **Micro-batching** (:mod:`atelier.service.batcher`): requests go to one model thread, which
+  waits up to ``ATELIER_INSTANT_BATCH_WINDOW_MS`` for more (at most
+  ``ATELIER_INSTANT_BATCH_MAX``) and paints requests of the same engine, size and strength in
+  one model call. On a CPU this buys throughput by giving the convolutions bigger work items; on
+  a GPU it buys far more. One thread also means requests never fight over the cores.
 
-* :func:`stylize_image` -- the whole pipeline for one picture, uncached (``atelier render``).
-* :class:`InstantService` -- what the web app uses: the same engines behind three caches and a
-  micro-batcher.
-
-  - **Photos** (decoded, scaled, as uint8 tensors) and **content features** (the engine's
-    encoding of the photo) are cached by the photo's sha256 and size, in one LRU bounded in bytes
-    (``ATELIER_INSTANT_CACHE_MB``). Re-picking a style for a photo therefore costs the decoder
-    only, and so does moving the strength slider.
-  - **Style statistics** (a few KiB each) are cached by the style's name or by the sha256 of an
-    uploaded painting (``ATELIER_STYLE_CACHE_SIZE`` entries).
-  - **Filters** have no encoder/decoder split; their full-strength picture is cached instead, so
-    the strength slider is a blend with the cached photo.
-  - **Micro-batching**: requests go to one model thread, which waits up to
-    ``ATELIER_INSTANT_BATCH_WINDOW_MS`` for more (at most ``ATELIER_INSTANT_BATCH_MAX``) and
-    paints requests of the same engine, size and strength in one model call. On a CPU this buys
-    throughput by giving the convolutions bigger work items; on a GPU it buys far more. One
-    thread also means requests never fight over the cores.
-
-Departure from the AdaIN reference: ``preserve_color`` in the service keeps the photo's colours by
+Departure from the AdaIN reference: ``preserve_color`` here keeps the photo's colours by
 luminance-only transfer after painting (:func:`atelier.art.blocks.color.preserve_colors`), not by
-recolouring the style before encoding (CORAL) as :func:`stylize_image` does. CORAL makes the style
-statistics depend on the photo, which would defeat the style cache and the batching.
+recolouring the style before encoding (CORAL) as :mod:`atelier.service.stylize` does. CORAL makes
+the style statistics depend on the photo, which would defeat the style cache and the batching.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import statistics
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import Future
+from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from atelier.art.blocks.color import preserve_colors
-from atelier.service.errors import ServiceError
 from atelier.art.blocks.faces import Faces
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.blocks.lattice import suppress_lattice
-from atelier.art.progress import Progress, ProgressCallback, no_progress
+from atelier.service.batcher import MicroBatcher
+from atelier.service.encodings import nbytes, stack, unstack
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
-from atelier.service.faces import FacesOption, find_faces, paint_faces_finer
+from atelier.service.errors import BusyError, StyleChoiceError
+from atelier.service.faces import find_faces, paint_faces_finer
+from atelier.service.lru import LRUCache
+from atelier.service.refs import PhotoRef, StyleRef
+from atelier.service.stylize import DEFAULT_STYLE_SIZE
 
 if TYPE_CHECKING:
     from atelier.config import Settings
-    from atelier.service.context import Services
     from atelier.service.metrics import Metrics
-    from atelier.service.uploads import UploadInfo
 
 log = logging.getLogger(__name__)
 
-#: Longest side a style image is resized to before encoding, as in the AdaIN reference
-#: (``--style_size 512``): the painting's brush strokes keep a size that suits a photo.
-DEFAULT_STYLE_SIZE = 512
 #: The smallest photo side the engines accept (two stride-2 layers and reflection pads).
 MIN_SIDE = 8
 #: Calls the running average latency is taken over.
 LATENCY_WINDOW = 64
-
-
-class StyleChoiceError(ServiceError):
-    """The style options do not fit together (e.g. weights for a single style)."""
-
-
-class BusyError(ServiceError):
-    """The instant service is shutting down or could not paint in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class AdaINWeights:
-    """Which AdaIN weights to use: a registry set, or the files a user passed."""
-
-    weights: str | None = None
-    vgg: object | None = None
-    decoder: object | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# the uncached pipeline (the CLI)
-
-
-def stylize_image(
-    loader: EngineLoader,
-    content: Image.Image,
-    *,
-    engine: str,
-    styles: Sequence[Image.Image] = (),
-    filter_name: str | None = None,
-    style_weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    preserve_color: bool = False,
-    mask: Image.Image | None = None,
-    size: int | None = None,
-    style_size: int | None = None,
-    adain: AdaINWeights = AdaINWeights(),
-    faces: FacesOption = True,
-    delattice: bool = True,
-    style_cache: dict[Any, Any] | None = None,
-    progress: ProgressCallback = no_progress,
-) -> Image.Image:
-    """Paint ``content`` with ``styles`` (arbitrary-style engines) or a named filter.
-
-    ``size`` is the longest side of the output (default: the photo's own size). ``alpha`` is the
-    strength (1 = full style, 0 = the photo). ``mask`` (white = first style, black = second)
-    gives two styles to two regions, as in the AdaIN paper's Fig. 10. ``faces``: faces are
-    found and painted finer (:mod:`atelier.service.faces`); not with a ``mask``, whose regions
-    a face crop would cut. ``style_size`` is the longest side the paintings are scaled to;
-    None ties it to the output (:func:`tied_style_size`). ``delattice``: MicroAST's fixed 4/8 px
-    pattern is taken out of flat areas (:func:`atelier.art.blocks.lattice.suppress_lattice`).
-
-    ``style_cache`` (a dict the caller keeps between calls with the same styles and options, as
-    ``atelier render`` does for a folder of photos) keeps the scaled and encoded paintings, so
-    only the first photo pays for them; the pictures are the same as without it.
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise StyleChoiceError(f"strength (alpha) must be between 0 and 1, got {alpha}")
-    if size is not None:
-        content = fit_longest(content, size)
-    steps = 3
-    progress(Progress("load", 1, steps))
-    if engine == "filter":
-        if filter_name is None:
-            raise StyleChoiceError("the filter engine needs a filter name as its style")
-        net = loader.filter(filter_name)
-        progress(Progress("paint", 2, steps))
-        photo = to_tensor(content).to(loader.device)
-        painted = net.stylize(photo, strength=1.0)
-        if alpha > 0:  # alpha 0 is the photo itself: nothing to paint finer
-            painted = paint_faces_finer(
-                photo, painted, find_faces(content, faces), lambda x: net.stylize(x, strength=1.0)
-            )
-        if alpha < 1.0:  # the filters' own strength blend, after the faces (as the service caches)
-            painted = torch.lerp(photo, painted, alpha)
-        if preserve_color:
-            painted = preserve_colors(painted, photo)
-        progress(Progress("done", 3, steps))
-        return to_pil(painted)
-
-    if engine not in STYLE_ENGINES:
-        raise StyleChoiceError(f"unknown engine {engine!r}")
-    if not styles:
-        raise StyleChoiceError(f"the {engine} engine needs at least one style image")
-    weights = _normalised_weights(style_weights, len(styles))
-    model = loader.style_engine(engine, weights=adain.weights, vgg=adain.vgg, decoder=adain.decoder)  # type: ignore[arg-type]
-    photo = to_tensor(content).to(loader.device)
-    sizes = tuple(style_size or tied_style_size(style.size, content.size) for style in styles)
-    mask_tensor = _mask_tensor(mask, content.size, len(styles)) if mask is not None else None
-    progress(Progress("paint", 2, steps))
-    with torch.inference_mode():
-        if style_cache is not None and mask_tensor is None and not preserve_color:
-            # The paintings' signals do not depend on the photo here: encoded once per size.
-            key = (engine, adain, sizes)
-            if key not in style_cache:
-                style_cache[key] = [
-                    model.encode_style(to_tensor(fit_longest(style, side)).to(loader.device))
-                    for style, side in zip(styles, sizes)
-                ]
-            signals = style_cache[key]
-
-            def paint(x: torch.Tensor) -> torch.Tensor:
-                return model.decode(_content_features(model, x, alpha), signals, style_weights=weights, alpha=alpha)
-
-        else:
-            paintings = [to_tensor(fit_longest(style, side)).to(loader.device) for style, side in zip(styles, sizes)]
-
-            def paint(x: torch.Tensor) -> torch.Tensor:
-                return model.stylize(  # type: ignore[attr-defined]
-                    x, paintings, style_weights=weights, alpha=alpha, preserve_color=preserve_color,
-                    mask=None if mask_tensor is None else mask_tensor.to(loader.device),
-                )
-
-        painted = paint(photo)
-        if mask_tensor is None and alpha > 0:
-            painted = paint_faces_finer(photo, painted, find_faces(content, faces), paint)
-        if delattice and engine == "microast":
-            painted = suppress_lattice(painted, photo)
-    progress(Progress("done", 3, steps))
-    return to_pil(painted)
-
-
-def _content_features(model: Any, photo: torch.Tensor, alpha: float) -> Any:
-    # MicroAST's photo encoding also encodes the photo as a style (the alpha < 1 end); at full
-    # strength nothing reads it, so it is skipped (as MicroAST.stylize does).
-    if alpha >= 1.0:
-        try:
-            return model.encode_content(photo, own_style=False)
-        except TypeError:  # an engine without the option (AdaIN has no such part)
-            pass
-    return model.encode_content(photo)
-
-
-def tied_style_size(painting: tuple[int, int], output: tuple[int, int]) -> int:
-    """The longest side to scale a painting to for an output of ``output`` (width, height):
-    the output's longest side, but at least :data:`DEFAULT_STYLE_SIZE` (the AdaIN reference's
-    size, right for outputs about that big) and, above that, never more than the painting's
-    own (the official MicroAST code feeds the style at its full size for any output)."""
-    return max(DEFAULT_STYLE_SIZE, min(max(painting), max(output)))
-
-
-def _normalised_weights(weights: Sequence[float] | None, count: int) -> list[float] | None:
-    if weights is None:
-        return None
-    weights = list(weights)
-    if len(weights) != count:
-        raise StyleChoiceError(
-            f"{len(weights)} style weights were given for {count} style images; give one per style"
-        )
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise StyleChoiceError("style weights must be zero or more, and not all zero")
-    total = sum(weights)
-    return [w / total for w in weights]
-
-
-def _mask_tensor(mask: Image.Image, size: tuple[int, int], styles: int) -> torch.Tensor:
-    if styles != 2:
-        raise StyleChoiceError(
-            f"a mask gives two styles to two regions: give exactly two --style (got {styles})"
-        )
-    grey = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
-    weight = to_tensor(grey.convert("RGB"))[:, :1]
-    # One channel per style (first style where white), the form every engine takes.
-    return torch.cat([weight, 1.0 - weight], dim=1)
-
-
-# ------------------------------------------------------------------------------------------------
-# caches
-
-
-def nbytes(value: Any) -> int:
-    """Bytes held by the tensors in ``value`` (a tensor, a dataclass of them, or a sequence)."""
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, Faces):  # a few boxes: counted so the byte budget still bounds them
-        return 64 * (1 + len(value.faces) + len(value.eyes))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return sum(nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    return 0
-
-
-class LRUCache:
-    """A thread-safe least-recently-used cache bounded by a cost (bytes, or 1 per entry).
-
-    ``name`` labels the hit/miss counters in the metrics.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        *,
-        cost: Callable[[Any], int] = lambda _value: 1,
-        name: str = "cache",
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.capacity = capacity
-        self.name = name
-        self._cost = cost
-        self._metrics = metrics
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._used = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> Any | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-                self._items.move_to_end(key)
-        if self._metrics is not None:
-            self._metrics.cache_requests.labels(self.name, "miss" if found is None else "hit").inc()
-        return None if found is None else found[0]
-
-    def __contains__(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._items
-
-    def put(self, key: Hashable, value: Any) -> None:
-        cost = self._cost(value)
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._used -= old[1]
-            if cost > self.capacity:
-                return  # bigger than the whole cache: keeping it would evict everything else
-            self._items[key] = (value, cost)
-            self._used += cost
-            while self._used > self.capacity and self._items:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._used -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._used = 0
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def stats(self) -> dict[str, int]:
-        return {"entries": len(self), "used": self._used, "capacity": self.capacity, "hits": self.hits, "misses": self.misses}
-
-
-# ------------------------------------------------------------------------------------------------
-# micro-batching
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass
-class _Pending(Generic[T, R]):
-    item: T
-    future: Future[R]
-
-
-_STOP = object()
-
-
-class MicroBatcher(Generic[T, R]):
-    """Runs ``run(items)`` on one thread with items collected into batches.
-
-    The thread takes the first waiting item, then waits up to ``window_s`` for more, at most
-    ``max_batch`` in all and at most ``max_cost`` of ``cost(item)`` summed (an item that would
-    pass it starts the next batch; one item alone may pass it), and calls ``run`` with them.
-    ``run`` returns one result per item, in order; a result that is an exception is raised to
-    that item's caller alone. Items that arrive while a batch runs wait for the next one, so
-    under load batches fill without waiting.
-    """
-
-    def __init__(
-        self,
-        run: Callable[[list[T]], list[R | BaseException]],
-        *,
-        window_s: float,
-        max_batch: int,
-        cost: Callable[[T], float] | None = None,
-        max_cost: float = float("inf"),
-        coming: Callable[[], int] | None = None,
-        name: str = "micro-batcher",
-    ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        self._run = run
-        self.window_s = max(0.0, window_s)
-        self.max_batch = max_batch
-        self._cost = cost or (lambda item: 0.0)
-        self.max_cost = max_cost
-        self._held: _Pending[T, R] | None = None  # taken from the queue, but over the last batch's budget
-        # How many items are on their way (submitted or about to be); None: always wait the window.
-        self._coming = coming
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-        self.batches: deque[int] = deque(maxlen=1000)  # recent batch sizes, for stats and tests
-
-    def submit(self, item: T) -> Future[R]:
-        future: Future[R] = Future()
-        with self._lock:
-            if self._closed:
-                raise BusyError("the service is shutting down; try again in a moment")
-            self._queue.put(_Pending(item, future))
-        return future
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Finish what was submitted, then stop the thread."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def _collect(self, first: _Pending[T, R]) -> tuple[list[_Pending[T, R]], bool]:
-        batch = [first]
-        spent = self._cost(first.item)
-        deadline = time.monotonic() + self.window_s
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            if self._coming is not None and self._coming() <= len(batch) and self._queue.empty():
-                remaining = 0.0  # nobody else is on the way: a lone caller does not wait for company
-            try:
-                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is _STOP:
-                return batch, True
-            cost = self._cost(nxt.item)
-            if spent + cost > self.max_cost:
-                self._held = nxt  # first of the next batch, ahead of everything still queued
-                break
-            batch.append(nxt)
-            spent += cost
-        return batch, False
-
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            if self._held is not None:
-                first, self._held = self._held, None
-            else:
-                first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, stopping = self._collect(first)
-            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            self.batches.append(len(live))
-            try:
-                results = self._run([p.item for p in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
-                results = [exc] * len(live)
-            for pending, result in zip(live, results):
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
-        # Anything submitted before close() but not yet taken: paint it too.
-        while True:
-            try:
-                rest = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if rest is not _STOP and rest.future.set_running_or_notify_cancel():
-                try:
-                    rest.future.set_result(self._run([rest.item])[0])
-                except BaseException as exc:  # noqa: BLE001
-                    rest.future.set_exception(exc)
-
-
-# ------------------------------------------------------------------------------------------------
-# the service
-
-
-@dataclass(frozen=True)
-class PhotoRef:
-    """A photo to paint: ``key`` is the sha256 of its file, ``width`` x ``height`` its decoded
-    size, ``load`` decodes it (called only when the cache has nothing for it)."""
-
-    key: str
-    width: int
-    height: int
-    load: Callable[[], Image.Image]
-
-
-@dataclass(frozen=True)
-class StyleRef:
-    """A style: a filter (``filter`` set), or a painting known by ``key`` (``name:<catalog
-    name>`` or ``sha256:<hash of the uploaded file>``) and loaded by ``load`` when not cached."""
-
-    key: str
-    filter: str | None = None
-    load: Callable[[], Image.Image] | None = None
-    #: A blend (:meth:`blended`): the paintings mixed and their shares, summing to 1.
-    parts: tuple[StyleRef, ...] = ()
-    weights: tuple[float, ...] = ()
-
-    @classmethod
-    def of_filter(cls, name: str) -> StyleRef:
-        return cls(key=f"filter:{name}", filter=name)
-
-    @classmethod
-    def blended(cls, first: StyleRef, second: StyleRef, share: float) -> StyleRef:
-        """``first`` and ``second`` mixed, ``share`` (0..1) of the second: MicroAST and AdaIN
-        interpolate the two styles' statistics (their ``style_weights``). Only paintings blend:
-        a filter is a network of its own, with no statistics to mix."""
-        if first.filter is not None or second.filter is not None or first.parts or second.parts:
-            raise StyleChoiceError("only two paintings can be blended (the filters are networks of their own)")
-        if not 0.0 <= share <= 1.0:
-            raise StyleChoiceError(f"the blend (the second style's share) must be between 0 and 1, got {share}")
-        if share == 0.0 or first.key == second.key:
-            return first
-        if share == 1.0:
-            return second
-        return cls(
-            key=f"blend:{first.key}|{second.key}|{share:.3f}",
-            load=first.load,
-            parts=(first, second),
-            weights=(1.0 - share, share),
-        )
 
 
 @dataclass
@@ -946,41 +504,6 @@ class InstantService:
         return encoded, False
 
 
-def stack(items: Sequence[Any]) -> Any:
-    """Concatenate encoded batches along the batch dimension.
-
-    Works on the engines' cache objects (dataclasses of tensors, nested) without knowing them:
-    tensor fields are concatenated, other fields must be equal (the size of the photos).
-    """
-    first = items[0]
-    if len(items) == 1:
-        return first
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(items), dim=0)
-    if dataclasses.is_dataclass(first) and not isinstance(first, type):
-        values = {f.name: stack([getattr(item, f.name) for item in items]) for f in dataclasses.fields(first) if f.init}
-        return type(first)(**values)
-    if any(item != first for item in items[1:]):
-        raise ValueError(f"cannot batch items that differ in {first!r}")
-    return first
-
-
-def unstack(batch: Any, count: int) -> list[Any]:
-    """Split an encoded batch of ``count`` into encoded batches of one (the inverse of
-    :func:`stack`): tensor fields are sliced along the batch dimension, others shared."""
-    if count == 1:
-        return [batch]
-    if isinstance(batch, torch.Tensor):
-        if batch.shape[0] != count:
-            raise ValueError(f"a batch of {batch.shape[0]} cannot be split into {count}")
-        return [batch[i : i + 1] for i in range(count)]
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        fields = [f.name for f in dataclasses.fields(batch) if f.init]
-        parts = {name: unstack(getattr(batch, name), count) for name in fields}
-        return [type(batch)(**{name: parts[name][i] for name in fields}) for i in range(count)]
-    return [batch] * count
-
-
 def _rgb_array(image: Image.Image) -> Any:
     import numpy as np
 
@@ -991,52 +514,3 @@ def _to_uint8(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().clamp(0, 1).mul(255).round_().to("cpu", torch.uint8)
 
 
-# ------------------------------------------------------------------------------------------------
-# from uploads and catalog names to what the service paints
-
-
-class UnknownStyleError(StyleChoiceError):
-    """A style name that is neither a filter nor a catalog style."""
-
-
-def photo_ref(services: Services, upload: UploadInfo, image: Image.Image | None = None) -> PhotoRef:
-    """The photo of an upload; ``image`` is its decoded picture when the caller has it."""
-    from atelier.service.uploads import UploadError, load_image
-
-    if upload.kind != "content" and upload.kind != "style":
-        raise UploadError("this upload is not a photo")
-    if upload.width is None or upload.height is None or not upload.sha256:
-        raise UploadError("this upload has not been confirmed yet")
-
-    def load() -> Image.Image:
-        return image if image is not None else load_image(services, upload)
-
-    return PhotoRef(key=upload.sha256, width=upload.width, height=upload.height, load=load)
-
-
-def style_ref(
-    services: Services,
-    *,
-    name: str | None = None,
-    upload: UploadInfo | None = None,
-    image: Image.Image | None = None,
-) -> StyleRef:
-    """A style by catalog or filter ``name``, or the painting of an ``upload``."""
-    from atelier.service.uploads import load_image
-
-    if name:
-        entry = services.catalog.get(name)
-        if entry is None:
-            raise UnknownStyleError(f"unknown style {name!r}; GET /api/v1/styles lists them")
-        if entry.kind == "filter":
-            return StyleRef.of_filter(entry.name)
-        return StyleRef(key=f"name:{entry.name}", load=entry.load_image)
-    if upload is None:
-        raise StyleChoiceError("choose a style: a style name, or your own painting")
-    if not upload.sha256:
-        raise StyleChoiceError("this painting has not been confirmed yet")
-
-    def load() -> Image.Image:
-        return image if image is not None else load_image(services, upload)
-
-    return StyleRef(key=f"sha256:{upload.sha256}", load=load)

@@ -55,7 +55,7 @@ MUTED = (110, 110, 110)
 
 
 class StyleCache(Protocol):
-    """What the sheet needs of a cache (:class:`atelier.service.instant.LRUCache` fits)."""
+    """What the sheet needs of a cache (:class:`atelier.service.lru.LRUCache` fits)."""
 
     def get(self, key: Any) -> Any | None: ...
 

@@ -25,7 +25,10 @@ from atelier.art.blocks.images import fit_longest, to_tensor
 from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.i18n import normalize
-from atelier.service.instant import DEFAULT_STYLE_SIZE, StyleChoiceError, StyleRef, style_ref
+from atelier.service.errors import StyleChoiceError
+from atelier.service.refs import StyleRef
+from atelier.service.resolve import style_ref
+from atelier.service.stylize import DEFAULT_STYLE_SIZE
 from atelier.service.uploads import UploadInfo, get_upload, read_upload
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
 from atelier.store.db import Job, JobStatus, transaction

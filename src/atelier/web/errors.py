@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.art.errors import ArtError, ImageError, ModelMissingError
 from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
-from atelier.service.errors import ServiceError
+from atelier.service.errors import BusyError, ServiceError
 from atelier.store.errors import PolicyError, StorageUnavailableError, StoreError
 from atelier.store.integrity import is_damage, note_damage
 
@@ -43,7 +43,6 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and error code for one of the product's typed errors."""
     from atelier.service.decoding import DecodeBusyError
-    from atelier.service.instant import BusyError
     from atelier.service.uploads import UploadNotFoundError
 
     if isinstance(exc, UploadNotFoundError):

@@ -12,7 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from atelier.art.blocks.images import encode_image
 from atelier.service.context import Services
-from atelier.service.instant import StyleRef, StylizeResult, photo_ref, style_ref
+from atelier.service.instant import StylizeResult
+from atelier.service.refs import StyleRef
+from atelier.service.resolve import photo_ref, style_ref
 from atelier.service.uploads import (
     KINDS,
     confirm_upload,

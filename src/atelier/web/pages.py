@@ -19,12 +19,12 @@ from starlette.concurrency import run_in_threadpool
 from atelier.art.errors import ImageError, ModelMissingError
 from atelier.art.blocks.images import FileTooLargeError, ImageTooLargeError
 from atelier.service import i18n
-from atelier.service.errors import REFUSALS
+from atelier.service.errors import REFUSALS, UnknownStyleError
 from atelier.service.artworks import ArtworkStatus, OrderError, get_artwork, order_artwork
 from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
-from atelier.service.instant import UnknownStyleError, fit_dims
+from atelier.service.instant import fit_dims
 from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
