@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from atelier.cli import app, fail
+from atelier.cli.app import app, fail
 
 jobs_app = typer.Typer(
     help="The job queue: list, show, cancel, retry and re-prioritise jobs.", no_args_is_help=True, add_completion=False

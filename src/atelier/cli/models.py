@@ -22,7 +22,7 @@ from rich.table import Table
 
 from atelier.install import models
 from atelier.art.progress import Progress, ProgressCallback
-from atelier.cli import app, fail, refusals
+from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
 models_app = typer.Typer(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from atelier.cli import app, fail, refusals
+from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def render(
     if as_json:
         import json
 
-        from atelier.cli import STARTED
+        from atelier.cli.app import STARTED
 
         typer.echo(json.dumps({
             "engine": paint.engine,

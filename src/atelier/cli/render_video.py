@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import typer
 
-from atelier.cli import fail, refusals
+from atelier.cli.app import fail, refusals
 from atelier.service.engines import EngineLoader
 
 if TYPE_CHECKING:

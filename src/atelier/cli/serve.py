@@ -11,7 +11,7 @@ from types import FrameType
 
 import typer
 
-from atelier.cli import app, fail
+from atelier.cli.app import app, fail
 from atelier.config import Settings, get_settings
 from atelier.runtime import one_malloc_arena
 

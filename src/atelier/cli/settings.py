@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from atelier.cli import app, fail
+from atelier.cli.app import app, fail
 
 
 @app.command("settings")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from atelier.cli import app, fail, refusals
+from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
 _SHEET_HELP = """Paint PHOTO with every filter and every installed catalog style, small, and lay

@@ -15,7 +15,7 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from atelier.cli import app, fail
+from atelier.cli.app import app, fail
 from atelier.cli.bench import bench_app
 from atelier.config import Settings, get_settings
 from atelier.store.errors import StoreError

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atelier.cli import app, fail, refusals
+from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from atelier.cli import app, fail, refusals
+from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
 # Kept in step with atelier.art.engines.upscale (imported lazily: torch is slow to import); a test

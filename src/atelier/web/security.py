@@ -49,6 +49,7 @@ from atelier.service.context import Services
 from atelier.service.emails import limit_key
 from atelier.service.i18n import lazy
 from atelier.service.ratelimit import RateLimitedError, enforce
+from atelier.web.templating import add_page_context, render
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def refusal_response(request: Request, refusal: Refusal) -> Response:
     if locale is None:
         body = {"error": {"code": refusal.code, "message": refusal.message}}
         return JSONResponse(body, status_code=refusal.status, headers=headers)
-    from atelier.web.templating import render
-
     gettext = i18n.translations(locale).gettext
     message = gettext(refusal.page_message) % refusal.values if refusal.values else gettext(refusal.page_message)
     return render(request, "refused.html", locale, status_code=refusal.status, headers=headers, message=message)
@@ -114,7 +113,16 @@ MSG_TOO_BIG = lazy("This picture is too big. Try a smaller one (a photo from a p
 
 
 def install(app: FastAPI) -> None:
-    """Register the refusal handler on ``app``."""
+    """Register the refusal handler on ``app``, and give every page its form's CSRF field and
+    the bot check's widget (when one is on)."""
+    add_page_context(
+        app,
+        lambda request: {
+            "csrf_field": csrf_field(request),
+            "captcha_widget": captcha_widget(request),
+            "captcha_script": captcha_script(request),
+        },
+    )
 
     @app.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal) -> Response:

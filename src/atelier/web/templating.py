@@ -7,12 +7,13 @@ language, which costs nothing noticeable for a handful of pages).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from atelier import __version__
@@ -61,6 +62,21 @@ def other_locale_path(request: Request, locale: str, other: str) -> str:
     return f"/{other}/{rest}{query}"
 
 
+#: The app-state attribute that holds the page-context providers.
+PAGE_CONTEXT = "page_context"
+
+
+def add_page_context(app: FastAPI, provide: Callable[[Request], dict[str, Any]]) -> None:
+    """Give every page rendered by ``app`` what ``provide(request)`` returns (names the page's
+    own context does not set). The security layer adds a form's CSRF field and the bot check's
+    widget this way, so rendering needs nothing of it (and it can render its refusal pages)."""
+    providers = getattr(app.state, PAGE_CONTEXT, None)
+    if providers is None:
+        providers = []
+        setattr(app.state, PAGE_CONTEXT, providers)
+    providers.append(provide)
+
+
 def render(request: Request, template: str, locale: str, *, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     """The page ``template`` in ``locale`` with ``context``."""
     env = environment(locale)
@@ -69,12 +85,11 @@ def render(request: Request, template: str, locale: str, *, status_code: int = 2
         for code in i18n.LOCALES
     ]
     context.setdefault("active", None)
-    from atelier.web import security
-
-    # Every page may hold a form: its CSRF field, and the bot check's widget when one is on.
-    context.setdefault("csrf_field", security.csrf_field(request))
-    context.setdefault("captcha_widget", security.captcha_widget(request))
-    context.setdefault("captcha_script", security.captcha_script(request))
+    # What other parts give every page (the security layer: a form's CSRF field, the bot
+    # check's widget), registered on the app by add_page_context.
+    for provide in getattr(request.app.state, PAGE_CONTEXT, ()):
+        for key, value in provide(request).items():
+            context.setdefault(key, value)
     html = env.get_template(template).render(
         request=request,
         locale=locale,
