@@ -59,7 +59,6 @@ def test_events_stream_progress_until_the_preview_is_ready(
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     events: list[tuple[str, dict]] = []
     try:
-        thread.start()
         with client.stream("GET", body["events_url"]) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             name = None
@@ -68,6 +67,10 @@ def test_events_stream_progress_until_the_preview_is_ready(
                     name = line[7:]
                 elif line.startswith("data: "):
                     events.append((name or "message", json.loads(line[6:])))
+                    # The worker starts once the stream has said where the order stands, so the
+                    # first event is the queued one however fast the worker claims the job.
+                    if len(events) == 1:
+                        thread.start()
                     if name == "done":
                         break
     finally:
