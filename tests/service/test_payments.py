@@ -34,19 +34,28 @@ def stripe_signature(body: bytes, secret: str, *, timestamp: int | None = None) 
     return f"t={t},v1={digest}"
 
 
-def completed_event(public_id: str, *, event_id: str = "evt_1", session_id: str = "cs_test_1", amount: int = 500, currency: str = "usd") -> bytes:
+def completed_event(
+    public_id: str,
+    *,
+    event_id: str = "evt_1",
+    session_id: str = "cs_test_1",
+    amount: int = 500,
+    currency: str = "usd",
+    event_type: str = "checkout.session.completed",
+    payment_status: str = "paid",
+) -> bytes:
     return json.dumps(
         {
             "id": event_id,
             "object": "event",
-            "type": "checkout.session.completed",
+            "type": event_type,
             "data": {
                 "object": {
                     "id": session_id,
                     "object": "checkout.session",
                     "client_reference_id": public_id,
                     "metadata": {"artwork_id": public_id},
-                    "payment_status": "paid",
+                    "payment_status": payment_status,
                     "amount_total": amount,
                     "currency": currency,
                 }
@@ -165,17 +174,79 @@ def test_an_event_for_an_unknown_artwork_is_refused_and_not_remembered(services:
     assert state(services, public_id) == before
 
 
-def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignored(services: Services, photo: bytes) -> None:
+def test_other_event_types_are_acknowledged_and_ignored_and_malformed_sessions_refused(services: Services, photo: bytes) -> None:
     public_id = ready_artwork(services, photo, paint=False)
     before = state(services, public_id)
     other = json.dumps({"id": "evt_9", "type": "payment_intent.created", "data": {"object": {}}}).encode()
     assert deliver(services, other, stripe_signature(other, SECRET)) == "ignored"
-    unpaid = completed_event(public_id).replace(b'"payment_status": "paid"', b'"payment_status": "unpaid"')
-    assert deliver(services, unpaid, stripe_signature(unpaid, SECRET)) == "ignored"
+    for kind in (payments.ASYNC_SUCCEEDED, payments.ASYNC_FAILED):
+        bad = json.dumps({"id": "evt_4", "type": kind, "data": {"object": {"id": "cs_1", "client_reference_id": public_id}}}).encode()
+        with pytest.raises(payments.WebhookRejected):
+            deliver(services, bad, stripe_signature(bad, SECRET))
     malformed = b'{"id": "evt_3", "type": "checkout.session.completed", "data": {"object": {"id": 7}}}'
     with pytest.raises(payments.WebhookRejected):
         deliver(services, malformed, stripe_signature(malformed, SECRET))
     assert state(services, public_id) == before
+
+
+def signed(services: Services, body: bytes) -> str:
+    return deliver(services, body, stripe_signature(body, SECRET))
+
+
+def download_mails(services: Services) -> int:
+    with transaction(services.engine, read_only=True) as session:
+        return int(session.scalar(select(func.count()).where(OutboxEmail.dedupe_key.like("artwork:%:download"))) or 0)
+
+
+def test_a_delayed_payment_that_succeeds_paints_one_hd_version_and_mails_one_link(services: Services, photo: bytes) -> None:
+    """A voucher or bank transfer (OXXO, boleto): the session completes unpaid, the money comes
+    days later as ``async_payment_succeeded``; that event (delivered again and again) makes one
+    HD job and, once painted, one mail."""
+    public_id = ready_artwork(services, photo)
+    waiting = completed_event(public_id, event_id="evt_a1", session_id="cs_voucher", amount=9900, currency="mxn", payment_status="unpaid")
+    assert signed(services, waiting) == "pending"
+    on_its_way = state(services, public_id)
+    assert on_its_way["status"] == ArtworkStatus.PREVIEW_READY and on_its_way["hd_jobs"] == 0
+    assert payments.receipt(services, public_id).sale_status == "processing"  # type: ignore[union-attr]
+    arrived = completed_event(public_id, event_id="evt_a2", session_id="cs_voucher", amount=9900, currency="mxn", event_type=payments.ASYNC_SUCCEEDED)
+    assert signed(services, arrived) == "recorded"
+    assert signed(services, arrived) == "duplicate"  # Stripe delivers again
+    assert signed(services, waiting) == "duplicate"
+    paid = state(services, public_id)
+    assert paid["status"] == ArtworkStatus.PAID and paid["hd_jobs"] == 1 and paid["sales"] == 1
+    with transaction(services.engine, read_only=True) as session:
+        sale = session.scalars(select(Sale)).one()
+        assert (sale.status, sale.amount_minor, sale.currency, sale.provider_ref) == ("paid", 9900, "MXN", "cs_voucher")
+    assert Worker(services, worker_id="w-hd").run_once() == "done"
+    assert signed(services, arrived) == "duplicate"  # and once more after delivery
+    assert state(services, public_id)["hd_jobs"] == 1 and download_mails(services) == 1
+    assert state(services, public_id)["status"] == ArtworkStatus.DELIVERED
+    # A late "failed" for the same session (events can come out of order) undoes nothing.
+    late = completed_event(public_id, event_id="evt_a3", session_id="cs_voucher", amount=9900, currency="mxn", event_type=payments.ASYNC_FAILED, payment_status="unpaid")
+    assert signed(services, late) == "duplicate"
+    assert state(services, public_id)["mails"] == paid["mails"] + 1  # only the download's
+
+
+def test_a_delayed_payment_that_fails_tells_the_buyer_once_and_they_can_pay_again(services: Services, photo: bytes) -> None:
+    public_id = ready_artwork(services, photo, paint=False)
+    started = state(services, public_id)
+    assert signed(services, completed_event(public_id, event_id="evt_f1", session_id="cs_transfer", payment_status="unpaid")) == "pending"
+    failed = completed_event(public_id, event_id="evt_f2", session_id="cs_transfer", event_type=payments.ASYNC_FAILED, payment_status="unpaid")
+    assert signed(services, failed) == "failed"
+    assert signed(services, failed) == "duplicate"
+    after = state(services, public_id)
+    assert after["status"] == ArtworkStatus.PREVIEW_READY and after["hd_jobs"] == 0 and after["mails"] == started["mails"] + 1
+    with transaction(services.engine, read_only=True) as session:
+        artwork = session.scalars(select(Artwork).where(Artwork.public_id == public_id)).one()
+        mail = session.scalars(select(OutboxEmail).where(OutboxEmail.dedupe_key == f"artwork:{artwork.id}:payment_failed:cs_transfer")).one()
+        assert mail.to_addr == "ana@example.com" and mail.subject == "Tu pago no se ha completado"
+        assert f"https://atelier.test/es/a/{artwork.preview_token}" in mail.text_body  # where they pay again
+        assert session.scalars(select(Sale.status)).one() == "failed"
+    assert payments.receipt(services, public_id).sale_status == "failed"  # type: ignore[union-attr]
+    # Paying again, at once this time, goes through as usual.
+    again = completed_event(public_id, event_id="evt_f3", session_id="cs_card")
+    assert signed(services, again) == "recorded"
+    assert state(services, public_id)["status"] == ArtworkStatus.PAID and state(services, public_id)["hd_jobs"] == 1
 
 
 def test_without_a_webhook_secret_every_event_is_refused(services: Services, photo: bytes) -> None:

@@ -237,6 +237,32 @@ def test_the_webhook_answers_4xx_to_refused_events_and_503_while_the_database_is
         assert client.post(url, content=ignored, headers={"Stripe-Signature": stripe_signature(ignored, SECRET)}).json()["outcome"] == "ignored"
 
 
+def test_the_receipt_says_when_a_delayed_payment_is_on_its_way_and_when_it_failed(shop: Services, photo_bytes: bytes) -> None:
+    """Vouchers and bank transfers: after checkout the receipt does not ask for the money again
+    while it is on its way; when it never arrives the page says so and leads back to paying."""
+    public_id, token = ready_artwork(shop, photo_bytes, paint=False)
+    url = "/api/v1/payments/stripe/webhook"
+
+    def event(event_id: str, kind: str) -> bytes:
+        body = json.loads(completed_event(public_id, event_id=event_id, session_id="cs_oxxo", amount=9900, currency="MXN"))
+        body["type"] = kind
+        body["data"]["object"]["payment_status"] = "unpaid"
+        return json.dumps(body).encode()
+
+    with TestClient(create_app(services=shop, workers=0, mail=False)) as client:
+        completed = event("evt_oxxo_1", "checkout.session.completed")
+        answer = client.post(url, content=completed, headers={"Stripe-Signature": stripe_signature(completed, SECRET)})
+        assert answer.status_code == 200 and answer.json()["outcome"] == "pending"
+        page = client.get(f"/es/receipts/{public_id}").text
+        assert "Tu pago está en camino" in page and "Elige tu precio y paga" not in page
+        failed = event("evt_oxxo_2", "checkout.session.async_payment_failed")
+        answer = client.post(url, content=failed, headers={"Stripe-Signature": stripe_signature(failed, SECRET)})
+        assert answer.status_code == 200 and answer.json()["outcome"] == "failed"
+        page = client.get(f"/es/receipts/{public_id}").text
+        assert "Tu pago no se ha completado y no se te ha cobrado nada" in page
+        assert re.search(rf'<a class="button primary" href="/es/a/{token}">Elige tu precio y paga</a>', page), page
+
+
 # ------------------------------------------------------------------------------------------------
 # end to end
 

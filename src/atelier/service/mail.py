@@ -226,6 +226,28 @@ register_template(
 )
 
 
+register_template(
+    MailTemplate(
+        name="payment_failed",
+        subject="{{ _('Your payment did not go through') }}",
+        text="""{{ _('Hello,') }}
+
+{% trans style=style %}The payment for your artwork in the style of {{ style }} did not arrive: the bank transfer or voucher was not completed in time, or your bank declined it. Nothing was charged.{% endtrans %}
+
+{{ _('Your artwork is still waiting for you. You can pay again, with another method if you like, here:') }}
+
+{{ link }}
+
+{{ _('Atelier') }}
+""",
+        html="""<p>{{ _('Hello,') }}</p>
+<p>{% trans style=style %}The payment for your artwork in the style of {{ style }} did not arrive: the bank transfer or voucher was not completed in time, or your bank declined it. Nothing was charged.{% endtrans %}</p>
+<p>{{ _('Your artwork is still waiting for you. You can pay again, with another method if you like, here:') }}</p>
+{{ button(link, _('Pay for my artwork')) }}""",
+    )
+)
+
+
 @cache
 def _environment(locale: str) -> jinja2.Environment:
     # One environment per language: installing translations changes the environment, so

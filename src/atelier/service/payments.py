@@ -5,7 +5,10 @@
   ``ATELIER_STRIPE_SECRET_KEY`` is set, else the local demo provider -- a page that says no money
   moves, whose confirm button goes through :func:`record_payment` like a webhook does.
 * :func:`handle_stripe_webhook` checks Stripe's signature on the raw body (5 minutes of
-  tolerance) and hands ``checkout.session.completed`` events to :func:`record_payment`.
+  tolerance) and hands paid checkout sessions (``checkout.session.completed`` paid at once,
+  ``checkout.session.async_payment_succeeded`` for a delayed method) to :func:`record_payment`;
+  a session completed unpaid is a pending sale, ``..._async_payment_failed`` a failed one that
+  the buyer is told of (:func:`record_failed_payment`: a mail and the receipt page).
 * :func:`record_payment` is the one place a payment is recorded, in ONE transaction: the event id
   (unique: a redelivered event changes nothing), the sale row, the artwork marked paid and its HD
   job queued. The database being down raises, and the webhook answers 5xx so Stripe retries.
@@ -301,9 +304,40 @@ def handle_stripe_webhook(services: Services, *, payload: bytes, signature: str 
             raise TypeError("id and type must be strings")
     except (ValueError, KeyError, TypeError) as exc:
         raise WebhookRejected(f"malformed event: {exc}") from exc
-    if event_type != "checkout.session.completed":
+    if event_type not in CHECKOUT_EVENTS:
         log.info("Stripe event %s (%s) ignored", event_id, event_type)
         return "ignored"
+    paid, public_id, session_id, amount, currency = _checkout_fields(event)
+    fields = {
+        "provider": STRIPE,
+        "event_id": event_id,
+        "event_type": event_type,
+        "artwork_public_id": public_id,
+        "provider_ref": session_id,
+        "amount_minor": amount,
+        "currency": currency,
+    }
+    if event_type == ASYNC_FAILED:
+        return record_failed_payment(services, **fields)
+    if not paid:
+        # Delayed payment methods (vouchers, bank transfers) complete the session unpaid; the
+        # money arrives days later as async_payment_succeeded (or never: ..._failed).
+        log.info("Stripe checkout %s completed unpaid; waiting for the payment", session_id)
+        return record_pending_payment(services, **fields)
+    return record_payment(services, **fields)
+
+
+#: The checkout session's events: completed (paid at once, or unpaid for a delayed method), and
+#: a delayed method's outcome.
+COMPLETED = "checkout.session.completed"
+ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+ASYNC_FAILED = "checkout.session.async_payment_failed"
+CHECKOUT_EVENTS = frozenset({COMPLETED, ASYNC_SUCCEEDED, ASYNC_FAILED})
+
+
+def _checkout_fields(event: dict[str, Any]) -> tuple[bool, str, str, int, str]:
+    """(paid, artwork public id, session id, amount in minor units, currency) of a checkout
+    session event; :class:`WebhookRejected` when the session object is malformed."""
     try:
         checkout = event["data"]["object"]
         paid = checkout.get("payment_status") == "paid"
@@ -315,20 +349,85 @@ def handle_stripe_webhook(services: Services, *, payload: bytes, signature: str 
             raise TypeError("amount_total must be a whole number of minor units")
     except (KeyError, TypeError, AttributeError) as exc:
         raise WebhookRejected(f"malformed checkout session: {exc}") from exc
-    if not paid:
-        # Delayed payment methods complete the session unpaid; their success is another event.
-        log.info("Stripe checkout %s completed unpaid; waiting", session_id)
-        return "ignored"
-    return record_payment(
-        services,
-        provider=STRIPE,
-        event_id=event_id,
-        event_type=event_type,
-        artwork_public_id=public_id,
-        provider_ref=session_id,
-        amount_minor=amount,
-        currency=currency,
+    return paid, public_id, session_id, amount, currency
+
+
+def _unpaid_sale(
+    session: Session,
+    *,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    artwork_public_id: str,
+    provider_ref: str,
+    amount_minor: int,
+    currency: str,
+    status: str,
+) -> tuple[Artwork, Sale] | None:
+    """The event remembered and the session's sale set to ``status`` ("processing" or "failed"), in
+    ``session``'s transaction; None (nothing changed) for an event seen before or a sale that is
+    already paid. :class:`UnknownArtwork` when there is no such artwork."""
+    artwork = session.scalars(
+        select(Artwork).where(Artwork.public_id == artwork_public_id).with_for_update()
+    ).first() if artwork_public_id and len(artwork_public_id) <= 64 else None
+    if artwork is None:
+        raise UnknownArtwork(f"no artwork {artwork_public_id!r}")
+    fresh = insert_new(
+        session,
+        ProcessedEvent.__table__,
+        {"provider": provider, "event_id": event_id, "event_type": event_type, "received_at": utcnow()},
+        unique=["provider", "event_id"],
     )
+    if not fresh:
+        log.info("%s event %s already handled", provider, event_id)
+        return None
+    sale = session.scalars(select(Sale).where(Sale.provider == provider, Sale.provider_ref == provider_ref)).first()
+    if sale is None:
+        sale = Sale(artwork_id=artwork.id, provider=provider, provider_ref=provider_ref)
+        session.add(sale)
+    elif sale.artwork_id != artwork.id:
+        raise WebhookRejected(f"{provider} payment {provider_ref} belongs to another artwork")
+    elif sale.status == "paid":
+        # Events can arrive out of order; a payment that arrived is never undone by them.
+        log.warning("%s %s for %s, already paid: ignored", provider, event_type, provider_ref)
+        return None
+    sale.amount_minor = amount_minor
+    sale.currency = currency.upper()
+    sale.status = status
+    return artwork, sale
+
+
+def record_pending_payment(services: Services, **event: Any) -> str:
+    """A checkout completed with a delayed payment method: the sale is ``processing`` (the
+    receipt says the payment is on its way rather than asking for it again), once per event:
+    ``pending`` or ``duplicate``."""
+    with transaction(services.engine) as session:
+        if _unpaid_sale(session, **event, status="processing") is None:
+            return "duplicate"
+    log.info("artwork %s: %s payment %s on its way", event["artwork_public_id"], event["provider"], event["provider_ref"])
+    return "pending"
+
+
+def record_failed_payment(services: Services, **event: Any) -> str:
+    """A delayed payment that never arrived: the sale ``failed`` and the buyer told once (a mail
+    with the preview's page, where they can pay again; the receipt page says so too), in one
+    transaction: ``failed`` or ``duplicate``."""
+    from atelier.service.artworks import preview_link
+
+    with transaction(services.engine) as session:
+        changed = _unpaid_sale(session, **event, status="failed")
+        if changed is None:
+            return "duplicate"
+        artwork, sale = changed
+        if artwork.status in ArtworkStatus.SOLD:
+            # Another payment for it went through: nothing to tell.
+            return "failed"
+        link = preview_link(services, artwork.preview_token, artwork.locale) if artwork.preview_token else (
+            f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
+        )
+        mail_owner(services, session, artwork, template="payment_failed", event=f"payment_failed:{sale.provider_ref}", link=link)
+    log.info("artwork %s: %s payment %s failed; buyer told", event["artwork_public_id"], event["provider"], event["provider_ref"])
+    return "failed"
 
 
 @dataclass(frozen=True)

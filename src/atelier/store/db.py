@@ -225,7 +225,7 @@ class Sale(Base):
     currency: Mapped[str] = mapped_column(String(3))
     provider: Mapped[str] = mapped_column(String(20))  # stripe | demo
     provider_ref: Mapped[str] = mapped_column(String(255))  # e.g. the Checkout Session id
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|paid|refunded|failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|processing (a delayed method: on its way)|paid|refunded|failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     paid_at: Mapped[datetime | None]

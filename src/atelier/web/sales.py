@@ -263,7 +263,8 @@ async def stripe_webhook(services: ServicesDep, request: Request) -> Response:
 
 @router.get("/{lang}/receipts/{artwork_id}")
 def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id: str) -> Response:
-    """Where the sale stands: awaiting payment, paid, painting the HD version, delivered."""
+    """Where the sale stands: awaiting payment, a delayed payment on its way or failed, paid,
+    painting the HD version, delivered."""
     from atelier.service import pricing
 
     locale = page_locale(lang)
@@ -278,6 +279,10 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         state = "delivered"
     elif view.status in (ArtworkStatus.PAID, ArtworkStatus.HD_PAINTING):
         state = view.status
+    elif view.sale_status == "processing":
+        state = "processing"  # a voucher or bank transfer on its way: do not ask for it again
+    elif view.sale_status == "failed":
+        state = "payment_failed"
     else:
         state = "awaiting"
     # The picture: the preview the buyer chose, or the HD version as it grows (the status API
