@@ -185,19 +185,6 @@ def test_a_failure_with_attempts_left_puts_the_artwork_back_in_the_queue(service
     assert _count(services, OutboxEmail) == 0
 
 
-def test_the_preview_recipe_scales_sizes_and_iterations_together() -> None:
-    from atelier.art.engines.gatys import RECIPES
-    from atelier.service.artworks import preview_recipe
-
-    full = RECIPES["shallow"]  # 256x300, 512x150, 960x100
-    preview = preview_recipe(full, 480)
-    assert [(p.size, p.iterations) for p in preview.passes] == [(128, 150), (256, 75), (480, 50)]
-    assert preview.passes[0].style_layers == full.passes[0].style_layers
-    tiny = preview_recipe(full, 96)
-    assert [p.iterations for p in tiny.passes] == [30, 15, 10]  # never below 10
-    assert preview_recipe(full, 2000) is full  # already small enough: painted as it is
-
-
 def test_the_real_painter_paints_a_catalog_style_at_the_preview_size(
     tmp_path: Path, models_dir: Path, style_dir: Path, content_dir: Path
 ) -> None:

@@ -372,7 +372,9 @@ def test_the_real_painter_paints_the_hd_version_unmarked_at_twice_the_full_size(
         artwork = session.scalars(select(Artwork).where(Artwork.public_id == public_id)).one()
         preview = Image.open(io.BytesIO(services.blobs.read(artwork.preview_key or ""))).convert("RGB")
         hd = Image.open(io.BytesIO(services.blobs.read(artwork.hd_key or ""))).convert("RGB")
-    assert max(preview.size) == payments.hd_size(services, services.catalog.get("starry_night")) == 96
+    from atelier.service.commission.job import hd_size
+
+    assert max(preview.size) == hd_size(services, services.catalog.get("starry_night")) == 96
     assert hd.size == (2 * preview.width, 2 * preview.height)
     mark = watermark_spec(services.catalog.get("starry_night").source, True)  # type: ignore[union-attr]
     assert mark is not None

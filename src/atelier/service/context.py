@@ -92,7 +92,7 @@ class Services:
     public_url: str
     secret: bytes
     metrics: Metrics = field(default_factory=Metrics)
-    #: Paints commissions (see atelier.service.artworks.CommissionPainter); None: the recipes.
+    #: Paints commissions (see atelier.service.commission.job.CommissionPainter); None: the recipes.
     painter: Any = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 

@@ -12,8 +12,8 @@
 * :func:`record_payment` is the one place a payment is recorded, in ONE transaction: the event id
   (unique: a redelivered event changes nothing), the sale row, the artwork marked paid and its HD
   job queued. The database being down raises, and the webhook answers 5xx so Stripe retries.
-* The HD job (:func:`paint_hd`) paints the style's recipe at its full resolution without the
-  watermark (the same painter seam as the preview: ``Services.painter``), doubles it with
+* The HD job (:mod:`atelier.service.commission.job`, the same job function as the preview's)
+  paints the style's recipe at its full resolution without the watermark, doubles it with
   waifu2x, stores it, and -- in the transaction that marks the artwork delivered -- queues the
   mail with the ``/d/{token}`` link, once.
 * :func:`use_download` spends one use of a download link in one conditional UPDATE (count below
@@ -26,19 +26,17 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from atelier.art.blocks.images import encode_image
 from atelier.extras import need
 from atelier.service import i18n
-from atelier.service.artworks import ArtworkStatus, CommissionPainter, default_painter, mail_owner
+from atelier.service.commission.stages import HD, receipt_path
+from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
-from atelier.service.uploads import get_upload, load_image
-from atelier.service.worker import JobContext, PermanentJobError, job_handler
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
 from atelier.store.queue import enqueue
 
@@ -46,9 +44,7 @@ log = logging.getLogger(__name__)
 
 STRIPE = "stripe"
 DEMO = "demo"
-HD_JOB = "artwork.hd"
-#: Painting at full resolution is the slowest job there is: few attempts.
-HD_ATTEMPTS = 3
+HD_JOB = HD.job_kind
 #: Seconds of clock difference a Stripe signature may show (Stripe's own default).
 WEBHOOK_TOLERANCE = 300
 #: How long an S3 presigned link handed out by /d/{token} lives: long enough to start the
@@ -96,10 +92,6 @@ def _artwork_for_sale(session: Session, public_id: str) -> Artwork | None:
 def demo_mode(services: Services) -> bool:
     """Whether payments go to the local demo provider (no Stripe key configured)."""
     return not services.settings.stripe_secret_key
-
-
-def receipt_path(public_id: str, locale: str) -> str:
-    return f"/{i18n.normalize(locale)}/receipts/{public_id}"
 
 
 def start_checkout(
@@ -271,9 +263,9 @@ def record_payment(
         if artwork.status in ArtworkStatus.SOLD:
             log.warning("artwork %s paid again (%s %s): sale recorded, nothing repainted", artwork.public_id, provider, provider_ref)
             return "recorded"
-        artwork.status = ArtworkStatus.PAID
+        move(artwork, Event.PAID)
         artwork.paid_at = now
-        job_id = enqueue(session, HD_JOB, {"artwork_id": artwork.id}, max_attempts=HD_ATTEMPTS, output_key=hd_key(artwork))
+        job_id = enqueue(session, HD.job_kind, {"artwork_id": artwork.id}, max_attempts=HD.attempts, output_key=HD.key(artwork))
         artwork.parameters = dict(artwork.parameters or {}) | {"hd_job_id": job_id}
     log.info("artwork %s paid: %d %s via %s (%s); HD job %d", artwork_public_id, amount_minor, currency, provider, provider_ref, job_id)
     return "recorded"
@@ -470,121 +462,6 @@ def confirm_demo_payment(services: Services, reference: str) -> DemoCheckout | N
         currency=checkout.currency,
     )
     return checkout
-
-
-# ------------------------------------------------------------------------------------------------
-# the HD job
-
-
-def hd_key(artwork: Artwork) -> str:
-    """Where an artwork's HD picture is stored: fixed by the artwork, so a second run overwrites."""
-    return f"hd/{artwork.public_id}.jpg"
-
-
-def download_link(services: Services, token: str) -> str:
-    return f"{services.public_url}/d/{token}"
-
-
-def hd_size(services: Services, style: Any) -> int:
-    """The longest side the style's recipe paints at full resolution (the preview scales it down
-    to ATELIER_PREVIEW_MAX_SIZE; the paid version does not)."""
-    from atelier.service.painting import choose_recipe, load_encoder
-
-    encoder, _ = load_encoder(services.settings.models_path, device=services.loader.device)
-    return int(choose_recipe(encoder.available_layers, style=getattr(style, "source", None)).size)
-
-
-@job_handler(HD_JOB)
-def paint_hd(ctx: JobContext) -> dict[str, Any]:
-    """Paint a paid artwork at full resolution without the watermark, double it with waifu2x,
-    store it, mark the artwork delivered and mail the download link."""
-    from atelier.service.painting import hd_denoise, upscale_picture
-
-    services = ctx.services
-    artwork_id = int(ctx.payload["artwork_id"])
-    with transaction(services.engine) as session:
-        artwork = session.get(Artwork, artwork_id)
-        if artwork is None:
-            raise PermanentJobError(f"artwork {artwork_id} does not exist")
-        if artwork.status == ArtworkStatus.DELIVERED and artwork.hd_key and services.blobs.exists(artwork.hd_key):
-            return {"hd_key": artwork.hd_key, "repeated": True}
-        if artwork.status not in ArtworkStatus.SOLD:
-            raise PermanentJobError(f"artwork {artwork_id} is not paid for ({artwork.status})")
-        artwork.status = ArtworkStatus.HD_PAINTING
-        style_name, upload_id, key = artwork.style, artwork.content_upload_id, hd_key(artwork)
-    entry = services.catalog.get(style_name)
-    try:
-        if entry is None:
-            raise PermanentJobError(f"style {style_name!r} is not in the catalog any more")
-        if upload_id is None:
-            raise PermanentJobError("the photo of this artwork is gone")
-        photo = load_image(services, get_upload(services, upload_id))
-        ctx.progress(0.0, stage="starting", force=True)
-        painter: CommissionPainter = services.painter or default_painter(services)
-        # Intermediate pictures of the unwatermarked painting are not stored: they are what
-        # the buyer paid for and the status page is not where it is handed over.
-        report = ctx.progress_callback(end=0.85)
-        picture = painter(photo, entry, max_size=hd_size(services, entry), progress=lambda p: report(_without_preview(p)), watermark=False)
-        ctx.check()
-        ctx.progress(0.85, stage="upscale", force=True)
-        big = upscale_picture(
-            picture, factor=2, noise=hd_denoise(entry.source), models_dir=services.settings.models_path,
-            device=services.loader.device,
-        )
-        ctx.check()
-        services.blobs.put(key, encode_image(big, format="JPEG", quality=95), content_type="image/jpeg")
-    except Exception as exc:
-        _back_to_paid(services, artwork_id, final=ctx.is_final_failure(exc))
-        raise
-    settings = services.settings
-    with transaction(services.engine) as session:
-        artwork = session.get(Artwork, artwork_id)
-        assert artwork is not None
-        now = utcnow()
-        first = artwork.status != ArtworkStatus.DELIVERED
-        artwork.status = ArtworkStatus.DELIVERED
-        artwork.hd_key = key
-        if first:
-            artwork.delivered_at = now
-            artwork.download_expires_at = now + timedelta(hours=settings.download_ttl_hours)
-            artwork.download_count = 0
-            artwork.download_limit = settings.download_max_count
-        artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [big.width, big.height]}
-        mail_owner(
-            services,
-            session,
-            artwork,
-            template="download_ready",
-            event="download",
-            link=download_link(services, artwork.download_token),
-            hours=round(settings.download_ttl_hours),
-            count=settings.download_max_count,
-        )
-    log.info("artwork %s: HD delivered (%dx%d)", artwork_id, big.width, big.height)
-    return {"hd_key": key, "width": big.width, "height": big.height}
-
-
-def _without_preview(progress: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(progress, preview=None) if getattr(progress, "preview", None) is not None else progress
-
-
-def _back_to_paid(services: Services, artwork_id: int, *, final: bool = False) -> None:
-    """The attempt failed or stopped: the artwork is paid and waits for the next attempt. When
-    it was the last one (``final``), the buyer -- who has paid -- is told once that the HD file
-    is delayed, and the operator finds the dead job in /admin, where "retry" sends it again (the
-    download mail then goes out as usual)."""
-    with transaction(services.engine) as session:
-        artwork = session.get(Artwork, artwork_id)
-        if artwork is None:
-            return
-        if artwork.status == ArtworkStatus.HD_PAINTING:
-            artwork.status = ArtworkStatus.PAID
-        if final and artwork.status == ArtworkStatus.PAID:
-            log.error("artwork %s: the HD job failed for good; retry it from /admin", artwork.public_id)
-            link = f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
-            mail_owner(services, session, artwork, template="hd_delayed", event="hd_delayed", link=link)
 
 
 # ------------------------------------------------------------------------------------------------

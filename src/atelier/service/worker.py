@@ -2,8 +2,8 @@
 
 A handler is a function registered for a job kind (:func:`job_handler`); it receives a
 :class:`JobContext` to report progress and intermediate previews, and returns the job's result
-(a small dict) or raises. The commission painter registers ``artwork.preview`` (in
-:mod:`atelier.service.artworks`), the video renderer ``video.stylize`` (in
+(a small dict) or raises. The commission painter registers ``artwork.preview`` and ``artwork.hd`` (in
+:mod:`atelier.service.commission.job`), the video renderer ``video.stylize`` (in
 :mod:`atelier.service.videos`); other services add theirs the same way.
 
 Leases and stopping:
@@ -55,9 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Modules whose import registers job handlers. Missing optional ones are skipped.
 HANDLER_MODULES: tuple[str, ...] = (
-    "atelier.service.artworks",
+    "atelier.service.commission.job",
     "atelier.service.videos",
-    "atelier.service.payments",
     "atelier.service.batches",
 )
 

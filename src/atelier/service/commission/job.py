@@ -1,0 +1,317 @@
+"""The one painting job of a commission: the preview and the HD picture are both painted here.
+
+:func:`paint_stage` runs a :class:`~atelier.service.commission.stages.Stage`:
+
+1. the artwork moves to the stage's "started" status (or the job returns at once when a run
+   before it finished and only could not record it);
+2. the photo is painted (:func:`paint_picture`: the style's Gatys recipe, scaled to the preview
+   for the preview; or ``Services.painter`` where a test wants something quicker), finished,
+   watermarked (the preview) or doubled with waifu2x (the HD picture);
+3. the picture is stored under a key fixed by the artwork (a second run overwrites);
+4. one transaction records it, moves the status and queues the stage's mail (a dedupe key: once
+   however often the job runs).
+
+An attempt that stops or fails moves the status back a step (the job is queued again), or, when
+it was the last, tells the owner: the preview's "we could not paint it", the HD's "it is
+delayed" (the buyer has paid; the operator retries from /admin).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from atelier.art.blocks.images import encode_image
+from atelier.art.progress import Progress, ProgressCallback
+from atelier.service.commission.stages import HD, PREVIEW, Stage, download_link, preview_link, receipt_path
+from atelier.service.commission.status import ArtworkStatus, Event, move
+from atelier.service.context import Services
+from atelier.service.mail import queue_mail
+from atelier.service.uploads import get_upload, load_image
+from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.store.db import Artwork, transaction, utcnow
+
+if TYPE_CHECKING:
+    from atelier.art.engines.gatys import Recipe
+    from atelier.service.catalog import StyleEntry
+
+log = logging.getLogger(__name__)
+
+#: Iterations between two intermediate pictures of a painting (the worker stores one every
+#: couple of seconds at most, whatever the engine sends).
+PREVIEW_EVERY = 10
+#: The fewest iterations a scaled-down preview pass keeps.
+MIN_PREVIEW_ITERATIONS = 10
+
+
+class CommissionPainter(Protocol):
+    """Paints a commission: the finished picture, longest side ``max_size``, watermarked (the
+    preview) unless ``watermark`` is False (the HD version, doubled afterwards). What
+    ``Services.painter`` holds where a test replaces the Gatys recipes with something quicker."""
+
+    def __call__(
+        self, photo: Image.Image, style: StyleEntry, *, max_size: int, progress: ProgressCallback, watermark: bool = True
+    ) -> Image.Image: ...
+
+
+def preview_recipe(recipe: Recipe, max_size: int) -> Recipe:
+    """The recipe painted at most ``max_size`` pixels: every pass shrunk by the same factor
+    (coarse-to-fine proportions kept), and its iterations with it.
+
+    Scaling the sizes alone leaves the work of the small passes as it was and still costs a
+    minute per iteration of the last pass at 2 cores; scaling the iterations by the same factor
+    keeps each pass's share of the painting and makes the preview's time shrink roughly with
+    the cube of the factor, so a laptop demo finishes in a minute or two. The paid HD version
+    paints the full recipe.
+    """
+    if recipe.size <= max_size:
+        return recipe
+    factor = max_size / recipe.size
+    scaled = recipe.scaled(max_size)
+    passes = tuple(
+        replace(p, iterations=max(min(MIN_PREVIEW_ITERATIONS, p.iterations), round(p.iterations * factor)))
+        for p in scaled.passes
+    )
+    return replace(scaled, passes=passes, name=f"{recipe.name}, preview {max_size} px")
+
+
+def watermarked_previews(progress: ProgressCallback, style: StyleEntry) -> ProgressCallback:
+    """``progress`` with every intermediate picture watermarked like the preview: the status
+    page shows the painting as it grows, and must not hand out an unmarked copy of it."""
+    from atelier.art.blocks.finish import Watermark
+
+    source = style.source
+    mark = getattr(getattr(source, "finish", None), "watermark", None) or Watermark(text="Atelier", opacity=0.4, scale=0.22)
+
+    def report(p: Progress) -> None:
+        if p.preview is not None:
+            p = replace(p, preview=mark.apply(p.preview))
+        progress(p)
+
+    return report
+
+
+def without_pictures(progress: ProgressCallback) -> ProgressCallback:
+    """``progress`` with the intermediate pictures dropped."""
+
+    def report(p: Progress) -> None:
+        progress(replace(p, preview=None) if p.preview is not None else p)
+
+    return report
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the job read from the artwork's row before painting."""
+
+    artwork_id: int
+    public_id: str
+    style: str
+    upload_id: str | None
+    locale: str
+    key: str
+    max_size: int
+
+
+def paint_picture(services: Services, stage: Stage, job: Job, photo: Image.Image, entry: StyleEntry, progress: ProgressCallback) -> Image.Image:
+    """The stage's picture of ``photo``: painted, finished, watermarked (the preview) or without
+    the mark (the HD), before any upscale. ``Services.painter`` paints when a test set one."""
+    max_size = job.max_size
+    if services.painter is not None:
+        painter: CommissionPainter = services.painter
+        return painter(photo, entry, max_size=max_size, progress=progress, watermark=stage.watermark)
+
+    from atelier.service.painting import choose_recipe, load_encoder, render_painting
+
+    device = services.loader.device
+    models_dir = services.settings.models_path
+    encoder, _ = load_encoder(models_dir, device=device)  # once per process (cached), used for both
+    recipe = choose_recipe(encoder.available_layers, style=entry.source)
+    if stage is PREVIEW:
+        recipe = preview_recipe(recipe, max_size)
+    return render_painting(
+        photo,
+        models_dir=models_dir,
+        style=entry.source,
+        recipe=recipe,
+        finishing=True,
+        watermark=stage.watermark,
+        device=device,
+        preview_every=PREVIEW_EVERY if stage.progress_pictures else 0,
+        progress=_painting_only(progress),
+        encoder=encoder,
+    ).image
+
+
+def _painting_only(progress: ProgressCallback) -> ProgressCallback:
+    # The Gatys passes' reports; the finishing's own steps (finish, done) would be read as a
+    # fraction of the whole and send the job's progress back down.
+    def report(p: Progress) -> None:
+        if p.stage.startswith("pass"):
+            progress(p)
+
+    return report
+
+
+def paint_stage(ctx: JobContext, stage: Stage) -> dict[str, Any]:
+    """Paint an artwork's picture for ``stage``, store it, move its status and mail its owner."""
+    services = ctx.services
+    artwork_id = int(ctx.payload["artwork_id"])
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is None:
+            raise PermanentJobError(f"artwork {artwork_id} does not exist")
+        stored = _stored_key(artwork, stage)
+        if stored and services.blobs.exists(stored):
+            # A second run after the first finished but could not record it: nothing to redo.
+            return {f"{stage.name}_key": stored, "repeated": True}
+        if stage is HD and artwork.status not in ArtworkStatus.SOLD:
+            raise PermanentJobError(f"artwork {artwork_id} is not paid for ({artwork.status})")
+        move(artwork, stage.started)  # a sold artwork whose preview is remade keeps the sale's status
+        job = Job(
+            artwork_id=artwork.id,
+            public_id=artwork.public_id,
+            style=artwork.style,
+            upload_id=artwork.content_upload_id,
+            locale=artwork.locale,
+            key=stage.key(artwork),
+            max_size=int((artwork.parameters or {}).get("preview_max_size") or services.settings.preview_max_size),
+        )
+    entry = services.catalog.get(job.style)
+    try:
+        if entry is None or (stage is PREVIEW and not entry.commission):
+            raise PermanentJobError(f"style {job.style!r} is not in the catalog any more")
+        if job.upload_id is None:
+            raise PermanentJobError("the photo of this artwork is gone")
+        photo = load_image(services, get_upload(services, job.upload_id))
+        ctx.progress(0.0, stage="starting", force=True)
+        report = ctx.progress_callback(end=stage.painting_share)
+        progress = watermarked_previews(report, entry) if stage.progress_pictures else without_pictures(report)
+        if stage is HD:
+            job = replace(job, max_size=hd_size(services, entry))
+        picture = paint_picture(services, stage, job, photo, entry, progress)
+        ctx.check()
+        if stage.upscale > 1:
+            from atelier.service.painting import hd_denoise, upscale_picture
+
+            ctx.progress(stage.painting_share, stage="upscale", force=True)
+            picture = upscale_picture(
+                picture, factor=stage.upscale, noise=hd_denoise(entry.source), models_dir=services.settings.models_path,
+                device=services.loader.device,
+            )
+            ctx.check()
+        services.blobs.put(job.key, encode_image(picture, format="JPEG", quality=stage.jpeg_quality), content_type="image/jpeg")
+    except Exception as exc:
+        _stopped(services, stage, artwork_id, final=ctx.is_final_failure(exc))
+        raise
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        assert artwork is not None
+        _record(services, session, stage, artwork, job.key, picture)
+    log.info("artwork %s: %s ready (%dx%d)", job.public_id, stage.name, picture.width, picture.height)
+    return {f"{stage.name}_key": job.key, "width": picture.width, "height": picture.height}
+
+
+def hd_size(services: Services, style: Any) -> int:
+    """The longest side the style's recipe paints at full resolution (the preview scales it down
+    to ATELIER_PREVIEW_MAX_SIZE; the paid version does not)."""
+    from atelier.service.painting import choose_recipe, load_encoder
+
+    encoder, _ = load_encoder(services.settings.models_path, device=services.loader.device)
+    return int(choose_recipe(encoder.available_layers, style=getattr(style, "source", None)).size)
+
+
+def _stored_key(artwork: Artwork, stage: Stage) -> str | None:
+    """The stage's picture when a run before this one has recorded it."""
+    if stage is PREVIEW:
+        ready = artwork.status == ArtworkStatus.PREVIEW_READY or artwork.status in ArtworkStatus.SOLD
+        return artwork.preview_key if ready else None
+    return artwork.hd_key if artwork.status == ArtworkStatus.DELIVERED else None
+
+
+def _record(services: Services, session: Session, stage: Stage, artwork: Artwork, key: str, picture: Image.Image) -> None:
+    """The stage's picture is stored: record it on the artwork, move the status, queue the mail."""
+    move(artwork, stage.done)
+    if stage is PREVIEW:
+        artwork.preview_key = key
+        artwork.preview_ready_at = utcnow()
+        artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": [picture.width, picture.height]}
+        mail_owner(services, session, artwork, template=stage.mail_template, event=stage.mail_event,
+                   link=preview_link(services.public_url, artwork.preview_token, artwork.locale))
+        return
+    settings = services.settings
+    now = utcnow()
+    if artwork.delivered_at is None or artwork.hd_key is None:
+        artwork.delivered_at = now
+        artwork.download_expires_at = now + timedelta(hours=settings.download_ttl_hours)
+        artwork.download_count = 0
+        artwork.download_limit = settings.download_max_count
+    artwork.hd_key = key
+    artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [picture.width, picture.height]}
+    mail_owner(
+        services,
+        session,
+        artwork,
+        template=stage.mail_template,
+        event=stage.mail_event,
+        link=download_link(services.public_url, artwork.download_token),
+        hours=round(settings.download_ttl_hours),
+        count=settings.download_max_count,
+    )
+
+
+def _stopped(services: Services, stage: Stage, artwork_id: int, *, final: bool) -> None:
+    """The attempt failed or stopped. With attempts left the artwork waits for the next one;
+    when it was the last (``final``) its owner is told, once."""
+    with transaction(services.engine) as session:
+        artwork = session.get(Artwork, artwork_id)
+        if artwork is None:
+            return
+        if stage is PREVIEW:
+            if not final:
+                move(artwork, Event.PREVIEW_STOPPED)
+            elif move(artwork, Event.PREVIEW_FAILED):
+                mail_owner(services, session, artwork, template="painting_failed", event="failed",
+                           link=f"{services.public_url}/{artwork.locale}/commission")
+            return
+        move(artwork, Event.HD_STOPPED)
+        if final and artwork.status == ArtworkStatus.PAID:
+            # The buyer has paid: told once that the file is delayed; the operator finds the dead
+            # job in /admin, where "retry" sends it again (the download mail then goes out as usual).
+            log.error("artwork %s: the HD job failed for good; retry it from /admin", artwork.public_id)
+            link = f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
+            mail_owner(services, session, artwork, template="hd_delayed", event="hd_delayed", link=link)
+
+
+def mail_owner(services: Services, session: Session, artwork: Artwork, *, template: str, event: str, **fields: Any) -> None:
+    """Queue ``template`` for the artwork's owner, in their language, in ``session``'s
+    transaction; once per artwork and ``event`` however often the caller runs (a dedupe key).
+    Every mail names the style (its title, or its name once it has left the catalog)."""
+    entry = services.catalog.get(artwork.style)
+    queue_mail(
+        session,
+        to=artwork.owner_email,
+        template=template,
+        locale=artwork.locale,
+        dedupe_key=f"artwork:{artwork.id}:{event}",
+        style=entry.title(artwork.locale) if entry is not None else artwork.style,
+        **fields,
+    )
+
+
+@job_handler(PREVIEW.job_kind)
+def paint_preview(ctx: JobContext) -> dict[str, Any]:
+    """Paint an artwork's preview, store it, mark the artwork ready and mail its owner."""
+    return paint_stage(ctx, PREVIEW)
+
+
+@job_handler(HD.job_kind)
+def paint_hd(ctx: JobContext) -> dict[str, Any]:
+    """Paint a paid artwork at full resolution without the watermark, double it with waifu2x,
+    store it, mark the artwork delivered and mail the download link."""
+    return paint_stage(ctx, HD)
