@@ -51,6 +51,16 @@ def test_enqueue_many_returns_ids_in_order(engine: Engine, queue: JobQueue) -> N
     assert queue.get(ids[3]).output_key == "out/3.jpg"  # type: ignore[union-attr]
 
 
+def test_a_job_is_found_by_its_kind_and_output_key(engine: Engine, queue: JobQueue) -> None:
+    with transaction(engine) as session:
+        video = enqueue(session, "video.stylize", output_key="videos/a.mp4")
+        enqueue(session, "batch.stylize", output_key="videos/b.mp4")
+    found = queue.find("video.stylize", "videos/a.mp4")
+    assert found is not None and found.id == video
+    assert queue.find("batch.stylize", "videos/a.mp4") is None  # same key, other kind
+    assert queue.find("video.stylize", "videos/none.mp4") is None
+
+
 def test_enqueue_refuses_nonsense(engine: Engine) -> None:
     with transaction(engine) as session:
         with pytest.raises(ValueError):

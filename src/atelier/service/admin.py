@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import desc, func, select
-
 from atelier.service.context import Services
-from atelier.store import sessions
-from atelier.store.db import Artwork, Job, JobStatus, OutboxEmail, transaction
+from atelier.store import outbox, sessions
+from atelier.store.overview import artworks_of_job, recent_artworks, recent_failures, recent_jobs
+from atelier.store.db import Job, JobStatus, transaction
 
 #: How long an operator's session lasts.
 SESSION_SECONDS = 8 * 3600
@@ -104,16 +103,8 @@ def overview(services: Services, *, status: str | None = None, limit: int = 50) 
     now = utcnow()
     stats = services.queue.stats()
     with transaction(services.engine, read_only=True) as session:
-        query = select(Job).order_by(desc(Job.id)).limit(limit)
-        if status in JobStatus.ALL:
-            query = query.where(Job.status == status)
-        jobs = [_job_row(j, now) for j in session.scalars(query)]
-        failures = [
-            _job_row(j, now)
-            for j in session.scalars(
-                select(Job).where(Job.status.in_([JobStatus.FAILED, JobStatus.DEAD])).order_by(desc(Job.updated_at)).limit(20)
-            )
-        ]
+        jobs = [_job_row(j, now) for j in recent_jobs(session, status=status, limit=limit)]
+        failures = [_job_row(j, now) for j in recent_failures(session, limit=20)]
         artworks = [
             {
                 "id": a.public_id,
@@ -124,12 +115,12 @@ def overview(services: Services, *, status: str | None = None, limit: int = 50) 
                 "age": _age(a.created_at, now),
                 "job_id": a.job_id,
             }
-            for a in session.scalars(select(Artwork).order_by(desc(Artwork.id)).limit(20))
+            for a in recent_artworks(session, limit=20)
         ]
-        outbox = {s: int(n) for s, n in session.execute(select(OutboxEmail.status, func.count()).group_by(OutboxEmail.status))}
+        mails = outbox.counts(session)
         dead_mails = [
             {"id": m.id, "to": m.to_addr, "subject": m.subject, "attempts": m.attempts, "error": m.last_error or ""}
-            for m in session.scalars(select(OutboxEmail).where(OutboxEmail.status == "dead").order_by(desc(OutboxEmail.id)).limit(10))
+            for m in outbox.dead_mails(session, limit=10)
         ]
     workers = [
         {
@@ -149,7 +140,7 @@ def overview(services: Services, *, status: str | None = None, limit: int = 50) 
         "oldest": _age(now - timedelta(seconds=stats.oldest_queued_age), now) if stats.oldest_queued_age else "",
         "expired_leases": stats.expired_leases,
     }
-    return Overview(queue=queue, jobs=jobs, failures=failures, artworks=artworks, workers=workers, outbox=outbox, dead_mails=dead_mails)
+    return Overview(queue=queue, jobs=jobs, failures=failures, artworks=artworks, workers=workers, outbox=mails, dead_mails=dead_mails)
 
 
 def cancel_job(services: Services, job_id: int) -> bool:
@@ -161,7 +152,7 @@ def retry_job(services: Services, job_id: int) -> bool:
     ok = services.queue.requeue(job_id)
     if ok:
         with transaction(services.engine) as session:
-            for artwork in session.scalars(select(Artwork).where(Artwork.job_id == job_id)):
+            for artwork in artworks_of_job(session, job_id):
                 if artwork.status == "failed":
                     artwork.status = "queued"
     return ok

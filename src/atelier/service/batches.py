@@ -22,7 +22,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 
 from atelier.art.blocks.images import encode_image
 from atelier.service.catalog_sync import require_style
@@ -33,8 +32,8 @@ from atelier.service.refs import StyleRef
 from atelier.service.resolve import photo_ref, style_ref
 from atelier.service.uploads import UploadInfo, get_upload
 from atelier.service.worker import JobContext, job_handler
-from atelier.store.db import Job, JobStatus, transaction
-from atelier.store.queue import enqueue
+from atelier.store.db import JobStatus, transaction
+from atelier.store.queue import JobInfo, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +243,10 @@ def order_batch(services: Services, pairs: Sequence[Pair], options: BatchOptions
     return view
 
 
-def _batch_job(services: Services, batch_id: str) -> Any:
+def _batch_job(services: Services, batch_id: str) -> JobInfo | None:
     if not batch_id or len(batch_id) != 32 or not batch_id.isalnum():
         return None
-    with transaction(services.engine, read_only=True) as session:
-        job_id = session.scalars(select(Job.id).where(Job.output_key == _prefix(batch_id), Job.kind == BATCH_JOB)).first()
-    return services.queue.get(job_id) if job_id is not None else None
+    return services.queue.find(BATCH_JOB, _prefix(batch_id))
 
 
 def get_batch(services: Services, batch_id: str) -> BatchView | None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import jinja2
-from sqlalchemy import Connection, Engine, Table, and_, select, update
+from sqlalchemy import Engine, Table, and_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -620,17 +620,6 @@ class Mailer:
         thread.start()
         threading.Thread(target=wake_on_stop, name="mail-sender-stop", daemon=True).start()
         return thread
-
-
-def outbox_counts(conn: Connection | Engine) -> dict[str, int]:
-    """Mails per status (for the admin view)."""
-    from sqlalchemy import func
-
-    statement = select(outbox.c.status, func.count()).group_by(outbox.c.status)
-    if isinstance(conn, Engine):
-        with conn.connect() as c:
-            return {status: int(n) for status, n in c.execute(statement)}
-    return {status: int(n) for status, n in conn.execute(statement)}
 
 
 __all__ = [

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atelier.extras import need
@@ -38,6 +38,7 @@ from atelier.service.commission.stages import HD, receipt_path
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
+from atelier.store.downloads import artwork_of_download, spend_download
 from atelier.store.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -531,24 +532,13 @@ def use_download(services: Services, token: str) -> Download | None:
     if not token or len(token) > 64:
         return None
     with transaction(services.engine) as session:
-        artwork = session.scalars(select(Artwork).where(Artwork.download_token == token)).first()
+        artwork = artwork_of_download(session, token)
         if artwork is None or not hmac.compare_digest(artwork.download_token.encode(), token.encode()):
             return None
         if artwork.status != ArtworkStatus.DELIVERED or not artwork.hd_key:
             return None
         limit = artwork.download_limit or services.settings.download_max_count
-        # One statement decides: of two requests for the last use, one gets 1 row, the other 0.
-        spent = session.execute(
-            update(Artwork)
-            .where(
-                Artwork.id == artwork.id,
-                Artwork.download_count < limit,
-                or_(Artwork.download_expires_at.is_(None), Artwork.download_expires_at > utcnow()),
-            )
-            .values(download_count=Artwork.download_count + 1)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if spent != 1:
+        if not spend_download(session, artwork.id, limit=limit, now=utcnow()):
             raise DownloadGone(f"download link of artwork {artwork.public_id} expired or used up")
         key, style, public_id = artwork.hd_key, artwork.style, artwork.public_id
     filename = f"atelier-{style}-{public_id[:8]}.jpg"

@@ -2,10 +2,9 @@
 
 A fixed window: requests of one key (``scope:kind:digest``) are counted from the start of the
 current window of ATELIER_RATE_LIMIT_WINDOW_SECONDS; past the limit a request is refused until
-the window ends (the refusal says when). The counter is one row per key, moved on with a single
-``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` -- one atomic statement on SQLite (3.35+) and
-PostgreSQL alike -- so several web processes on one database share the counts and two requests
-at once cannot both take the last allowed hit.
+the window ends (the refusal says when). The counter is one row per key, moved on atomically
+(:mod:`atelier.store.counters`), so several web processes on one database share the counts and
+two requests at once cannot both take the last allowed hit.
 
 Keys hold a digest of the address or email, never the value: the table says nothing about who
 used the service.
@@ -19,12 +18,9 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-from atelier.store.db import RateCounter, is_sqlite, transaction
+from atelier.store.counters import count_hit, take_back_hit
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +74,8 @@ def hit(
         return RateDecision(True, 0, limit, 0)
     now = time.time() if now is None else now
     start = int(now) - int(now) % window_seconds
-    key = counter_key(scope, kind, value)
-    insert = sqlite_insert if is_sqlite(engine) else pg_insert
-    statement = insert(RateCounter).values(key=key, window_start=start, hits=1)
-    current = RateCounter.window_start >= statement.excluded.window_start
-    statement = statement.on_conflict_do_update(
-        index_elements=[RateCounter.key],
-        # Both SET expressions read the row as it was: a newer window starts over at 1; the
-        # same (or, from a process whose clock lags, an older) window counts on.
-        set_={
-            "hits": case((current, RateCounter.hits + 1), else_=1),
-            "window_start": case((current, RateCounter.window_start), else_=statement.excluded.window_start),
-        },
-    ).returning(RateCounter.hits, RateCounter.window_start)
-    with transaction(engine) as session:
-        hits, window_start = session.execute(statement).one()
-        if random.random() < PRUNE_PROBABILITY:
-            session.execute(delete(RateCounter).where(RateCounter.window_start < start - window_seconds))
+    prune = start - window_seconds if random.random() < PRUNE_PROBABILITY else None
+    hits, window_start = count_hit(engine, counter_key(scope, kind, value), start, prune_before=prune)
     if hits <= limit:
         return RateDecision(True, int(hits), limit, 0)
     retry_after = max(1, int(window_start) + window_seconds - int(now))
@@ -124,9 +105,4 @@ def refund(engine: Engine, *, scope: str, kind: str, value: str, window_seconds:
     all at once cannot pass the limit before their count is known, and refunded after)."""
     now = time.time() if now is None else now
     start = int(now) - int(now) % window_seconds
-    with transaction(engine) as session:
-        session.execute(
-            update(RateCounter)
-            .where(RateCounter.key == counter_key(scope, kind, value), RateCounter.window_start == start, RateCounter.hits > 0)
-            .values(hits=RateCounter.hits - 1)
-        )
+    take_back_hit(engine, counter_key(scope, kind, value), start)

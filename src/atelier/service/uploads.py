@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Literal
 
 from PIL import Image
-from sqlalchemy import select
 
 from atelier.service.errors import REFUSALS, ServiceError
 from atelier.art.blocks.images import UnsupportedImageError, decode_cost, decode_image, image_hash
@@ -25,6 +24,7 @@ from atelier.service.context import Services
 from atelier.store.blobs import PresignedPost, new_key
 from atelier.store.db import Upload, transaction, utcnow
 from atelier.store.errors import BlobNotFoundError
+from atelier.store.uploads import upload_at
 
 log = logging.getLogger(__name__)
 
@@ -352,5 +352,5 @@ def awaits_direct_upload(services: Services, key: str) -> bool:
     store's upload endpoint takes a file only then (after confirmation the row points at the
     kept copy, so the policy's key is no longer awaited and its fields are refused)."""
     with transaction(services.engine, read_only=True) as session:
-        row = session.scalars(select(Upload).where(Upload.blob_key == key)).first()
+        row = upload_at(session, key)
         return row is not None and not row.sha256

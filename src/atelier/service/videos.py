@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import select
 
 from atelier.art.blocks.images import fit_longest, to_tensor
 from atelier.service.catalog_sync import require_style
@@ -31,8 +30,8 @@ from atelier.service.resolve import style_ref
 from atelier.service.stylize import DEFAULT_STYLE_SIZE
 from atelier.service.uploads import UploadInfo, get_upload, read_upload
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
-from atelier.store.db import Job, JobStatus, transaction
-from atelier.store.queue import enqueue
+from atelier.store.db import JobStatus, transaction
+from atelier.store.queue import JobInfo, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +120,10 @@ def order_video(
     return view
 
 
-def _video_job(services: Services, video_id: str) -> Any:
+def _video_job(services: Services, video_id: str) -> JobInfo | None:
     if not video_id or len(video_id) != 32 or not video_id.isalnum():
         return None
-    with transaction(services.engine, read_only=True) as session:
-        job_id = session.scalars(select(Job.id).where(Job.output_key == video_key(video_id), Job.kind == VIDEO_JOB)).first()
-    return services.queue.get(job_id) if job_id is not None else None
+    return services.queue.find(VIDEO_JOB, video_key(video_id))
 
 
 def get_video(services: Services, video_id: str) -> VideoView | None:

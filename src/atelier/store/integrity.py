@@ -122,6 +122,12 @@ def _health(engine: Engine) -> _Health:
         return _HEALTH[engine]
 
 
+def ping(engine: Engine) -> None:
+    """Ask the database the smallest question (``SELECT 1``); raises what it raises when away."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def note_damage(engine: Engine, exc: BaseException) -> str:
     """A request met a damaged page: remember it (readiness turns 503 at once); the advice line."""
     health = _health(engine)

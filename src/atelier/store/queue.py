@@ -799,6 +799,14 @@ class JobQueue:
         with self._reader.connect() as conn:
             return [_job(row) for row in conn.execute(query)]
 
+    def find(self, kind: str, output_key: str) -> JobInfo | None:
+        """The job of ``kind`` that writes ``output_key`` (the first, should there be two)."""
+        j = jobs.c
+        query = select(jobs).where(j.kind == kind, j.output_key == output_key).order_by(j.id).limit(1)
+        with self._reader.connect() as conn:
+            row = conn.execute(query).first()
+        return _job(row) if row is not None else None
+
     def position(self, job_id: int) -> int | None:
         """1 if the job is next in line among queued jobs of its kind, 2 if one is ahead, ...;
         None if it is not queued. Claim order: priority, then run_at, then id."""

@@ -9,12 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 
 from atelier.service.context import Services
 from atelier.service.metrics import CONTENT_TYPE
 from atelier.store.errors import StorageFullError
-from atelier.store.integrity import damage_of, is_damage
+from atelier.store.integrity import damage_of, is_damage, ping
 from atelier.web.deps import services_of
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        with services.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(services.engine)
         damage = damage_of(services.engine)
         if damage is not None:
             checks["database"] = f"damaged: {damage} (restore the file from a backup; `atelier db check` shows what is wrong)"
