@@ -11,6 +11,13 @@ with atelier.store.blobs):
   and every form field must be covered by a condition (except policy, x-amz-signature, file and
   x-ignore-*).
 - Presigned GETs: refused after X-Amz-Date + X-Amz-Expires.
+- CORS (https://docs.aws.amazon.com/AmazonS3/latest/userguide/cors.html): moto answers the
+  preflight from the bucket's rules but leaves Access-Control-Allow-Origin off the answer to a
+  browser's POST upload, so a page could never read it; here every answer to a request whose
+  Origin a rule of the bucket allows carries it, as S3's do.
+
+Every request is also noted (:attr:`PolicyEnforcer.requests`: method, path, body length, Origin),
+so a test can show what reached the bucket, and from where.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
+from moto.moto_server import werkzeug_app
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -52,8 +60,18 @@ class PolicyEnforcer:
     def __init__(self, app: Any, secret_access_key: str) -> None:
         self.app = app
         self.secret = secret_access_key
+        self.requests: list[tuple[str, str, int, str | None]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        origin = environ.get("HTTP_ORIGIN")
+        self.requests.append(
+            (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), int(environ.get("CONTENT_LENGTH") or 0), origin)
+        )
+        if origin and environ["REQUEST_METHOD"] != "OPTIONS":
+            start_response = _with_cors(start_response, environ, origin)
+        return self._serve(environ, start_response)
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         if method == "POST" and environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -122,15 +140,51 @@ class PolicyEnforcer:
         return None
 
 
+def _with_cors(start_response: Callable[..., Any], environ: dict[str, Any], origin: str) -> Callable[..., Any]:
+    """``start_response`` adding Access-Control-Allow-Origin when a CORS rule of the bucket
+    allows ``origin`` (and moto did not add it itself)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.s3.utils import cors_matches_origin
+
+    bucket_name = environ.get("PATH_INFO", "").strip("/").split("/")[0]
+    try:
+        rules = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_bucket(bucket_name).cors
+    except Exception:  # noqa: BLE001 - no such bucket: no CORS headers
+        rules = []
+    allowed = any(
+        rule.allowed_origins is not None and cors_matches_origin(origin, rule.allowed_origins)
+        and environ["REQUEST_METHOD"] in (rule.allowed_methods or [])
+        for rule in rules
+    )
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if allowed and not any(name.lower() == "access-control-allow-origin" for name, _ in headers):
+            headers = [*headers, ("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        return start_response(status, headers, exc_info) if exc_info is not None else start_response(status, headers)
+
+    return start
+
+
 class PolicyEnforcingMotoServer(ThreadedMotoServer):
     """ThreadedMotoServer, its app wrapped in :class:`PolicyEnforcer`."""
 
     def __init__(self, *, ip_address: str, port: int, secret_access_key: str) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self._secret = secret_access_key
+        self.enforcer: PolicyEnforcer | None = None
+
+    @property
+    def requests(self) -> list[tuple[str, str, int, str | None]]:
+        """What reached the server: (method, path, body length, Origin) per request."""
+        return self.enforcer.requests if self.enforcer is not None else []
 
     def _server_entry(self) -> None:
-        app = PolicyEnforcer(DomainDispatcherApplication(create_backend_app), self._secret)
+        # moto's server otherwise wraps every service in flask-cors, allowing any origin any
+        # request: a bucket without CORS rules would take uploads from every page. S3 allows
+        # only what the bucket's rules say (moto's own S3 code does that, and _with_cors).
+        werkzeug_app.DISABLE_GLOBAL_CORS = True
+        app = self.enforcer = PolicyEnforcer(DomainDispatcherApplication(create_backend_app), self._secret)
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )

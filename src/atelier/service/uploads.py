@@ -347,6 +347,15 @@ def _check_direct(services: Services, upload: UploadInfo, data: bytes) -> tuple[
     return ext, *image.size
 
 
+def direct_uploads(services: Services) -> bool:
+    """Whether browsers should send files straight to the blob store: with S3 (then the bytes
+    never pass through the web process). With local storage the store's upload endpoint is this
+    app itself, so the page sends its files to /api/v1/uploads in one request instead."""
+    from atelier.store.blobs import S3BlobStore
+
+    return isinstance(services.blobs, S3BlobStore)
+
+
 def awaits_direct_upload(services: Services, key: str) -> bool:
     """Whether ``key`` is where a presigned upload that is not confirmed yet goes: the local
     store's upload endpoint takes a file only then (after confirmation the row points at the

@@ -25,7 +25,7 @@ from atelier.service.catalog import StyleEntry
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
 from atelier.service.instant import fit_dims
-from atelier.service.uploads import UploadError, UploadNotFoundError, get_upload, sniff_video, store_upload
+from atelier.service.uploads import UploadError, UploadNotFoundError, direct_uploads, get_upload, sniff_video, store_upload
 from atelier.web.deps import services_of
 from atelier.web.errors import ApiError
 from atelier.web.security import commission_guard, upload_guard
@@ -219,6 +219,9 @@ def _home_context(services: Services, locale: str, params: dict[str, str], *, ph
         "result": result,
         "max_size": max_size,
         "can_commission": bool(catalog.commissionable()),
+        # With S3 the page's script sends photos straight to the bucket (the form without
+        # scripts still posts them here).
+        "direct_upload": direct_uploads(services),
     }
 
 

@@ -118,7 +118,17 @@
     return data;
   }
 
-  function upload(file, kind) {
+  function captchaToken() {
+    var token = "";
+    ["cf-turnstile-response", "g-recaptcha-response", "h-captcha-response"].forEach(function (name) {
+      var field = form.querySelector("[name='" + name + "']");
+      if (field && field.value) token = field.value;
+    });
+    return token;
+  }
+
+  /* A file through this app: the way without S3, and the way back when the bucket refuses. */
+  function uploadThroughApp(file, kind) {
     var data = new FormData();
     data.append("file", file);
     data.append("kind", kind);
@@ -126,6 +136,62 @@
       if (!response.ok) return readError(response);
       return response.json();
     });
+  }
+
+  /* With S3 storage the file goes straight to the bucket, under a signed policy good for this
+     one file (POST /api/v1/uploads/presign), with its progress shown; then the app checks what
+     arrived (confirm) as if it had been sent to it. An error of ours (the file itself refused)
+     is the person's to read; anything else of the bucket's (CORS not set up for this site, the
+     bucket away) falls back to sending the file through the app. */
+  function uploadDirect(file, kind) {
+    var headers = { "Content-Type": "application/json" };
+    var token = captchaToken();
+    if (token) headers["X-Captcha-Token"] = token;
+    return fetch("/api/v1/uploads/presign", {
+      method: "POST", headers: headers, body: JSON.stringify({ content_type: file.type, kind: kind })
+    }).then(function (response) {
+      if (response.status === 429 || response.status === 403) return readError(response);
+      if (!response.ok) return uploadThroughApp(file, kind);  // e.g. a type only the app's checks name
+      return response.json().then(function (policy) {
+        if (file.size > policy.max_bytes) throw new Error(msg("too-big"));
+        return toBucket(file, policy).then(function () {
+          return confirm(policy);
+        }, function () {
+          // The bucket may have kept the file though its answer could not be read: ask first.
+          return confirm(policy).catch(function () { return uploadThroughApp(file, kind); });
+        });
+      });
+    });
+  }
+
+  function toBucket(file, policy) {
+    return new Promise(function (resolve, reject) {
+      var data = new FormData();
+      Object.keys(policy.fields).forEach(function (name) { data.append(name, policy.fields[name]); });
+      data.append("file", file);  // last: S3 ignores the fields after the file
+      var request = new XMLHttpRequest();
+      request.open("POST", policy.url);
+      request.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) setStatus(msg("uploading-percent", { percent: Math.floor(100 * event.loaded / event.total) }), "busy");
+      });
+      request.addEventListener("load", function () {
+        if (request.status >= 200 && request.status < 300) resolve(); else reject(new Error("bucket " + request.status));
+      });
+      request.addEventListener("error", function () { reject(new Error("bucket unreachable")); });
+      request.send(data);
+    });
+  }
+
+  function confirm(policy) {
+    return fetch(policy.confirm_url, { method: "POST" }).then(function (response) {
+      if (!response.ok) return readError(response);
+      return response.json();
+    });
+  }
+
+  function upload(file, kind) {
+    if (form.dataset.directUpload && file.type) return uploadDirect(file, kind);
+    return uploadThroughApp(file, kind);
   }
 
   /* The picture is shown once the browser can draw it (a file it cannot draw, such as a TIFF,
@@ -436,13 +502,18 @@
     sizeNote.hidden = true;
     setStatus(msg("uploading"), "busy");
     var data = new FormData();
-    data.append("content", file);
     var style = chosenStyle();
     if (style === "own" && ownId.value) data.append("style_id", ownId.value);
     else data.append("style_name", style === "own" ? "candy" : style);
     data.append("alpha", (strength.value / 100).toFixed(2));
     data.append("locale", locale);
-    fetch("/api/v1/videos", { method: "POST", body: withCaptcha(data) }).then(function (response) {
+    // With S3 the clip goes to the bucket first (the biggest files of all), then the job names it.
+    var sent = form.dataset.directUpload && file.type
+      ? uploadDirect(file, "video").then(function (info) { data.append("content_id", info.id); })
+      : Promise.resolve(data.append("content", file));
+    sent.then(function () {
+      return fetch("/api/v1/videos", { method: "POST", body: withCaptcha(data) });
+    }).then(function (response) {
       if (!response.ok) return readError(response);
       return response.json();
     }).then(function (job) {
