@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from atelier.extras import need
 from atelier.service import i18n
-from atelier.service.commission.stages import HD, receipt_path
+from atelier.service.commission.mails import mail_owner
+from atelier.service.commission.stages import HD, preview_link, receipt_path
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
@@ -405,8 +406,6 @@ def record_failed_payment(services: Services, **event: Any) -> str:
     """A delayed payment that never arrived: the sale ``failed`` and the buyer told once (a mail
     with the preview's page, where they can pay again; the receipt page says so too), in one
     transaction: ``failed`` or ``duplicate``."""
-    from atelier.service.artworks import preview_link
-
     with transaction(services.engine) as session:
         changed = _unpaid_sale(session, **event, status="failed")
         if changed is None:
@@ -415,7 +414,7 @@ def record_failed_payment(services: Services, **event: Any) -> str:
         if artwork.status in ArtworkStatus.SOLD:
             # Another payment for it went through: nothing to tell.
             return "failed"
-        link = preview_link(services, artwork.preview_token, artwork.locale) if artwork.preview_token else (
+        link = preview_link(services.public_url, artwork.preview_token, artwork.locale) if artwork.preview_token else (
             f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
         )
         mail_owner(services, session, artwork, template="payment_failed", event=f"payment_failed:{sale.provider_ref}", link=link)

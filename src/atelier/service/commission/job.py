@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.service.commission.stages import HD, PREVIEW, Stage, download_link, preview_link, receipt_path
+from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
-from atelier.service.mail import queue_mail
 from atelier.service.uploads import get_upload, load_image
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
 from atelier.store.db import Artwork, transaction, utcnow
@@ -286,22 +286,6 @@ def _stopped(services: Services, stage: Stage, artwork_id: int, *, final: bool) 
             log.error("artwork %s: the HD job failed for good; retry it from /admin", artwork.public_id)
             link = f"{services.public_url}{receipt_path(artwork.public_id, artwork.locale)}"
             mail_owner(services, session, artwork, template="hd_delayed", event="hd_delayed", link=link)
-
-
-def mail_owner(services: Services, session: Session, artwork: Artwork, *, template: str, event: str, **fields: Any) -> None:
-    """Queue ``template`` for the artwork's owner, in their language, in ``session``'s
-    transaction; once per artwork and ``event`` however often the caller runs (a dedupe key).
-    Every mail names the style (its title, or its name once it has left the catalog)."""
-    entry = services.catalog.get(artwork.style)
-    queue_mail(
-        session,
-        to=artwork.owner_email,
-        template=template,
-        locale=artwork.locale,
-        dedupe_key=f"artwork:{artwork.id}:{event}",
-        style=entry.title(artwork.locale) if entry is not None else artwork.style,
-        **fields,
-    )
 
 
 @job_handler(PREVIEW.job_kind)
