@@ -21,6 +21,7 @@ from atelier.service.artworks import (
     order_artwork,
     read_preview,
 )
+from atelier.service import lanes
 from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, Job, OutboxEmail, Upload, transaction
@@ -62,6 +63,7 @@ def test_an_order_records_the_artwork_and_its_job_together(services: Services, p
         job = session.get(Job, artwork.job_id)
         upload = session.get(Upload, artwork.content_upload_id)
     assert job is not None and job.kind == "artwork.preview" and job.payload == {"artwork_id": artwork.id}
+    assert job.priority == lanes.INTERACTIVE  # a free preview goes before paid HD work
     assert job.output_key == f"previews/{view.id}.jpg"
     assert upload is not None and upload.temporary is False  # a commission's photo is kept
 

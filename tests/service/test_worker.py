@@ -14,7 +14,8 @@ from PIL import Image
 from atelier.art.blocks.images import ImageError
 from atelier.art.progress import Progress
 from atelier.service.context import Services
-from atelier.service.worker import JobContext, PermanentJobError, Worker, is_permanent
+from atelier.service import lanes, worker as worker_module
+from atelier.service.worker import JobContext, PermanentJobError, Preempted, Worker, is_permanent
 from atelier.store.db import JobStatus
 
 from tests.service.service_fixtures import make_settings
@@ -53,7 +54,7 @@ def test_progress_and_an_intermediate_picture_are_recorded(services: Services) -
 
     assert _worker(services, handler).run_once() == "done"
     assert seen["progress"] == pytest.approx(0.25)
-    assert seen["detail"] == {"stage": "pass 1/2", "step": 1, "total": 2, "loss": 12.5, "previews": 1}
+    assert seen["detail"] == {"stage": "pass 1/2", "step": 1, "total": 2, "loss": 12.5, "previews": 1, "eta_seconds": None}
     key = seen["key"]
     assert isinstance(key, str) and services.blobs.read(key)[:3] == b"\xff\xd8\xff"
 
@@ -229,3 +230,138 @@ def test_a_busy_worker_keeps_saying_it_is_alive_while_its_job_runs(tmp_path: Pat
         assert later > first  # type: ignore[operator]
     finally:
         services.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# lanes: a long job steps aside for waiting work of a higher priority (issue 14, item 2)
+
+
+@pytest.fixture
+def lanes_for_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(lanes.LANES, "test.quick", lanes.Lane(lanes.INTERACTIVE))
+    monkeypatch.setitem(lanes.LANES, "test.long", lanes.Lane(lanes.PAID, "pause"))
+    monkeypatch.setitem(lanes.LANES, "test.ahead", lanes.Lane(lanes.SPECULATIVE, "release"))
+    monkeypatch.setattr(worker_module, "YIELD_CHECK_INTERVAL", 0.0)
+
+
+def _lanes_worker(services: Services, events: list[str], *, long_steps: int = 5) -> Worker:
+    def quick(ctx: JobContext) -> dict[str, int]:
+        events.append(f"quick {ctx.payload['n']}")
+        return {"n": ctx.payload["n"]}
+
+    def long(ctx: JobContext) -> None:
+        for step in range(long_steps):
+            events.append(f"{ctx.job.kind} {step}")
+            if step == 1 and ctx.payload.get("order_quick"):
+                services.queue.enqueue("test.quick", {"n": 1}, priority=lanes.priority_of("test.quick"))
+            ctx.progress(step / long_steps, stage="pass 1/1")
+
+    handlers = {"test.quick": quick, "test.long": long, "test.ahead": long}
+    return Worker(services, handlers=handlers, worker_id="test-worker", idle_wait=0.1)
+
+
+def test_a_paused_long_job_lets_a_waiting_interactive_one_run_in_between_and_carries_on(
+    services: Services, lanes_for_tests: None
+) -> None:
+    events: list[str] = []
+    seen_while_paused: list[dict] = []  # type: ignore[type-arg]
+    long_id = services.queue.enqueue("test.long", {"order_quick": True}, priority=lanes.PAID)
+    worker = _lanes_worker(services, events)
+    quick = worker.handlers["test.quick"]
+
+    def quick_looking_at_the_long_one(ctx: JobContext) -> dict[str, int]:
+        seen_while_paused.append(services.queue.get(long_id).progress_detail or {})  # type: ignore[union-attr]
+        assert worker.current_job == ctx.job.id
+        return quick(ctx)  # type: ignore[return-value]
+
+    worker.handlers["test.quick"] = quick_looking_at_the_long_one
+    assert worker.run_once() == "done"
+    assert events == ["test.long 0", "test.long 1", "quick 1", "test.long 2", "test.long 3", "test.long 4"]
+    long_job = services.queue.get(long_id)
+    assert long_job is not None and (long_job.status, long_job.attempts) == ("done", 1)
+    assert "paused" not in (long_job.progress_detail or {})
+    assert seen_while_paused[0]["paused"] is True and seen_while_paused[0]["stage"] == "pass 1/1"
+    assert [j.status for j in services.queue.list_jobs(kinds=["test.quick"])] == ["done"]
+    assert worker.current_job is None
+
+
+def test_a_job_of_the_same_or_a_lower_priority_waits_for_the_long_one(services: Services, lanes_for_tests: None) -> None:
+    events: list[str] = []
+    services.queue.enqueue("test.long", priority=lanes.PAID)
+    worker = _lanes_worker(services, events, long_steps=3)
+
+    def long_that_orders_more(ctx: JobContext) -> None:
+        services.queue.enqueue("test.long", priority=lanes.PAID)
+        services.queue.enqueue("test.ahead", priority=lanes.SPECULATIVE)
+        for step in range(3):
+            events.append(f"long {step}")
+            ctx.progress(step / 3)
+
+    worker.handlers["test.long"] = long_that_orders_more
+    assert worker.run_once() == "done"
+    assert events == ["long 0", "long 1", "long 2"]
+
+
+def test_a_speculative_job_is_released_for_waiting_work_and_resumes_after_it(services: Services, lanes_for_tests: None) -> None:
+    events: list[str] = []
+    ahead = services.queue.enqueue("test.ahead", priority=lanes.SPECULATIVE)
+    worker = _lanes_worker(services, events)
+
+    def ahead_handler(ctx: JobContext) -> dict[str, int]:
+        start = 2 if ctx.preemptions else 0  # where its checkpoint would let it start again
+        for step in range(start, 5):
+            events.append(f"ahead {step}")
+            if step == 1:
+                services.queue.enqueue("test.quick", {"n": 7}, priority=lanes.INTERACTIVE)
+            ctx.progress(0.2 * (step + 1), stage="pass 1/1")
+        return {"preemptions": ctx.preemptions}
+
+    worker.handlers["test.ahead"] = ahead_handler
+    assert worker.run_once() == "preempted"
+    job = services.queue.get(ahead)
+    assert job is not None and (job.status, job.attempts, job.lease_owner) == ("queued", 0, None)
+    assert job.progress == pytest.approx(0.2)  # kept: the bar does not go back
+    assert (job.progress_detail or {})["stage"] == "preempted" and (job.progress_detail or {})["preemptions"] == 1
+    assert worker.run_once() == "done"  # the waiting interactive job first
+    assert worker.run_once() == "done"  # then the speculative one, again
+    assert events == ["ahead 0", "ahead 1", "quick 7", "ahead 2", "ahead 3", "ahead 4"]
+    done = services.queue.get(ahead)
+    assert done is not None and done.result == {"preemptions": 1} and done.attempts == 1
+
+
+def test_should_yield_is_what_a_handler_asks_before_it_saves_a_checkpoint(services: Services, lanes_for_tests: None) -> None:
+    services.queue.enqueue("test.ahead", priority=lanes.SPECULATIVE)
+    answers: list[bool] = []
+
+    def handler(ctx: JobContext) -> None:
+        answers.append(ctx.should_yield())
+        services.queue.enqueue("test.quick", {"n": 1}, priority=lanes.INTERACTIVE)
+        answers.append(ctx.should_yield())
+        try:
+            ctx.yield_point()
+        except Preempted:
+            answers.append(True)
+            raise
+
+    worker = _lanes_worker(services, [])
+    worker.handlers["test.ahead"] = handler
+    assert worker.run_once() == "preempted"
+    assert answers == [False, True, True]
+
+
+def test_progress_reports_carry_an_estimate_of_the_seconds_left(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    job_id = services.queue.enqueue("test.job")
+    details: list[dict] = []  # type: ignore[type-arg]
+
+    def handler(ctx: JobContext) -> None:
+        for step in range(5):
+            ctx.progress(step / 4, force=True)
+            details.append(services.queue.get(job_id).progress_detail or {})  # type: ignore[union-attr]
+            clock[0] += 10.0  # each quarter takes ten seconds
+
+    assert _worker(services, handler).run_once() == "done"
+    etas = [d["eta_seconds"] for d in details]
+    assert etas[0] is None  # nothing measured, no history of the kind
+    assert etas[1:] == [pytest.approx(30), pytest.approx(20), pytest.approx(10), pytest.approx(0)]

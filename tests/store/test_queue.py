@@ -305,7 +305,20 @@ def test_progress_detail_and_preview_key_are_kept_on_the_job(queue: JobQueue) ->
     assert (job.progress, job.progress_detail, job.preview_key) == (1.0, {"stage": "pass 1", "step": 50, "loss": 1.5e5}, "progress/1.jpg")
     queue.set_progress(job_id, "w", -1, detail={"stage": "pass 2"})
     job = queue.get(job_id)
-    assert job is not None and (job.progress, job.progress_detail) == (0.0, {"stage": "pass 2"})
+    assert job is not None and (job.progress, job.progress_detail) == (1.0, {"stage": "pass 2"})
+
+
+def test_a_jobs_progress_never_goes_down_not_even_across_a_release_and_a_new_claim(queue: JobQueue) -> None:
+    job_id = queue.enqueue("render")
+    queue.claim("w")
+    assert queue.set_progress(job_id, "w", 0.4, detail={"stage": "pass 2/3"})
+    assert queue.set_progress(job_id, "w", 0.1, detail={"stage": "pass 3/3"})  # a pass restarting at 0
+    assert queue.get(job_id).progress == 0.4  # type: ignore[union-attr]
+    assert queue.release(job_id, "w")
+    (again,) = queue.claim("other")
+    assert (again.id, again.progress, again.attempts) == (job_id, 0.4, 1)
+    assert queue.set_progress(job_id, "other", 0.5)
+    assert queue.get(job_id).progress == 0.5  # type: ignore[union-attr]
 
 
 def test_stats_count_jobs_per_kind_and_status(queue: JobQueue) -> None:
@@ -323,15 +336,58 @@ def test_stats_count_jobs_per_kind_and_status(queue: JobQueue) -> None:
     assert stats.expired_leases == 0
 
 
-def test_position_says_how_many_are_ahead_of_a_job_of_its_kind(queue: JobQueue) -> None:
+def test_position_says_how_many_a_claim_takes_before_a_job_of_any_kind(queue: JobQueue) -> None:
     first, second = queue.enqueue("render"), queue.enqueue("render")
-    queue.enqueue("mail")
+    mail = queue.enqueue("mail")
     vip = queue.enqueue("render", priority=5)
-    assert [queue.position(i) for i in (vip, first, second)] == [1, 2, 3]
+    urgent_mail = queue.enqueue("mail", priority=9)
+    assert [queue.position(i) for i in (urgent_mail, vip, first, second, mail)] == [1, 2, 3, 4, 5]
     queue.claim("w", kinds=["render"])
     assert queue.position(vip) is None  # running
-    assert [queue.position(i) for i in (first, second)] == [1, 2]
+    assert [queue.position(i) for i in (urgent_mail, first, second, mail)] == [1, 2, 3, 4]
     assert queue.position(123456) is None
+
+
+def test_ahead_of_lists_the_running_jobs_and_the_queued_ones_a_claim_takes_first(queue: JobQueue) -> None:
+    running = queue.enqueue("hd", priority=200)
+    queue.claim("w")
+    assert queue.set_progress(running, "w", 0.25, detail={"eta_seconds": 90})
+    older = queue.enqueue("preview", priority=300)
+    mine = queue.enqueue("video", priority=300)
+    queue.enqueue("preview", priority=300)  # after mine: not ahead
+    queue.enqueue("hd", priority=200)  # lower: not ahead
+    ahead = queue.ahead_of(mine)
+    assert [(j.id, j.status) for j in ahead] == [(running, "running"), (older, "queued")]
+    assert (ahead[0].kind, ahead[0].progress, ahead[0].progress_detail) == ("hd", 0.25, {"eta_seconds": 90})
+    assert queue.ahead_of(running) == []  # not queued
+
+
+def test_waiting_above_and_a_claim_above_a_priority_see_only_higher_priorities(queue: JobQueue) -> None:
+    hd = queue.enqueue("hd", priority=200)
+    queue.claim("w")
+    assert not queue.waiting_above(200)
+    queue.enqueue("hd", priority=200)  # the same priority does not go before a running job
+    assert not queue.waiting_above(200)
+    assert queue.claim("w", above=200) == []
+    later = queue.enqueue("preview", priority=300, run_at=datetime.now(UTC) + timedelta(hours=1))
+    assert not queue.waiting_above(200)  # not due
+    preview = queue.enqueue("preview", priority=300)
+    assert queue.waiting_above(200) and queue.waiting_above(200, kinds=["preview"])
+    assert not queue.waiting_above(200, kinds=["video"]) and not queue.waiting_above(300)
+    (claimed,) = queue.claim("w", above=200)
+    assert claimed.id == preview and later != preview and hd != preview
+    assert not queue.waiting_above(200)
+
+
+def test_recent_seconds_are_how_long_the_last_done_jobs_of_a_kind_ran(queue: JobQueue) -> None:
+    assert queue.recent_seconds("render") == []
+    job_id = queue.enqueue("render")
+    queue.claim("w")
+    time.sleep(0.3)
+    queue.complete(job_id, "w")
+    queue.enqueue("mail")
+    (seconds,) = queue.recent_seconds("render")
+    assert 0.25 <= seconds < 10
 
 
 def test_purge_removes_old_finished_jobs_only(queue: JobQueue) -> None:

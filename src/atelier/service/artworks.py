@@ -32,6 +32,7 @@ from atelier.service.emails import EmailAddressError, validate_address
 from atelier.service.errors import ServiceError
 from atelier.service.uploads import get_upload, store_upload
 from atelier.store.db import Artwork, JobStatus, Upload, transaction
+from atelier.service.lanes import priority_of
 from atelier.store.queue import enqueue
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def order_artwork(
             session,
             PREVIEW.job_kind,
             {"artwork_id": artwork.id},
+            priority=priority_of(PREVIEW.job_kind),
             max_attempts=PREVIEW.attempts,
             output_key=PREVIEW.key(artwork),
         )

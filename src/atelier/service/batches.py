@@ -32,6 +32,7 @@ from atelier.service.refs import StyleRef
 from atelier.service.resolve import photo_ref, style_ref
 from atelier.service.uploads import UploadInfo, get_upload
 from atelier.service.worker import JobContext, job_handler
+from atelier.service.lanes import priority_of
 from atelier.store.db import JobStatus, transaction
 from atelier.store.queue import JobInfo, enqueue
 
@@ -237,7 +238,7 @@ def order_batch(services: Services, pairs: Sequence[Pair], options: BatchOptions
         **options.payload(),
     }
     with transaction(services.engine) as session:
-        enqueue(session, BATCH_JOB, payload, max_attempts=3, output_key=_prefix(batch_id))
+        enqueue(session, BATCH_JOB, payload, priority=priority_of(BATCH_JOB), max_attempts=3, output_key=_prefix(batch_id))
     view = get_batch(services, batch_id)
     assert view is not None
     return view

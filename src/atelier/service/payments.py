@@ -38,6 +38,7 @@ from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.stages import HD, preview_link, receipt_path
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
+from atelier.service.lanes import priority_of
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
 from atelier.store.downloads import artwork_of_download, spend_download
 from atelier.store.queue import enqueue
@@ -267,7 +268,7 @@ def record_payment(
             return "recorded"
         move(artwork, Event.PAID)
         artwork.paid_at = now
-        job_id = enqueue(session, HD.job_kind, {"artwork_id": artwork.id}, max_attempts=HD.attempts, output_key=HD.key(artwork))
+        job_id = enqueue(session, HD.job_kind, {"artwork_id": artwork.id}, priority=priority_of(HD.job_kind), max_attempts=HD.attempts, output_key=HD.key(artwork))
         artwork.parameters = dict(artwork.parameters or {}) | {"hd_job_id": job_id}
     log.info("artwork %s paid: %d %s via %s (%s); HD job %d", artwork_public_id, amount_minor, currency, provider, provider_ref, job_id)
     return "recorded"

@@ -30,6 +30,7 @@ from atelier.service.resolve import style_ref
 from atelier.service.stylize import DEFAULT_STYLE_SIZE
 from atelier.service.uploads import UploadInfo, get_upload, read_upload
 from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.service.lanes import priority_of
 from atelier.store.db import JobStatus, transaction
 from atelier.store.queue import JobInfo, enqueue
 
@@ -114,7 +115,7 @@ def order_video(
         "locale": normalize(locale),
     }
     with transaction(services.engine) as session:
-        enqueue(session, VIDEO_JOB, payload, max_attempts=3, output_key=video_key(video_id))
+        enqueue(session, VIDEO_JOB, payload, priority=priority_of(VIDEO_JOB), max_attempts=3, output_key=video_key(video_id))
     view = get_video(services, video_id)
     assert view is not None
     return view

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
@@ -45,7 +45,8 @@ from PIL import Image
 from atelier.art.errors import ArtError, ModelError
 from atelier.service.errors import ServiceError
 from atelier.art.blocks.images import encode_image
-from atelier.art.progress import Progress
+from atelier.art.progress import Eta, Progress, ProgressMeter
+from atelier.service import lanes
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
 from atelier.store.errors import LeaseLostError, StorageUnavailableError
@@ -64,6 +65,9 @@ HANDLER_MODULES: tuple[str, ...] = (
 PREVIEW_INTERVAL = 2.0
 #: Seconds between two progress writes without a preview (each one is a database write).
 PROGRESS_INTERVAL = 0.5
+#: Seconds between two looks for waiting work of a higher priority, from a running job that
+#: may step aside for it (a read of the queue; a painting reports every iteration).
+YIELD_CHECK_INTERVAL = 1.0
 
 
 class PermanentJobError(Exception):
@@ -72,6 +76,13 @@ class PermanentJobError(Exception):
 
 class JobInterrupted(Exception):
     """The worker is stopping: the job is released for another worker."""
+
+
+class Preempted(Exception):
+    """A job of a higher priority waits and this one's lane steps aside by release
+    (:mod:`atelier.service.lanes`): the job goes back to the queue, its attempt not counted,
+    its place in the line and its progress kept, and the worker claims what waits. A handler
+    that keeps a checkpoint saves it before raising (or catches this, saves, and re-raises)."""
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -135,9 +146,41 @@ class JobContext:
     worker_id: str
     heartbeat: Heartbeat
     stop: threading.Event
+    #: The worker's way of running waiting work of a higher priority in between (a pause);
+    #: None for a job that is itself such an interlude (they do not nest).
+    interlude: Callable[[JobContext], bool] | None = None
+    #: The kinds the worker may claim (what "waiting work" means for should_yield).
+    kinds: Sequence[str] | None = None
     _last_write: float = 0.0
     _last_preview: float = 0.0
+    _last_yield_check: float = 0.0
     _previews: int = field(default=0)
+    _last_detail: dict[str, Any] = field(default_factory=dict)
+    _eta: Eta = field(default_factory=Eta)
+
+    def __post_init__(self) -> None:
+        detail = self.job.progress_detail or {}
+        # A job claimed again keeps the count of its stored pictures and pre-emptions.
+        self._previews = int(detail.get("previews") or 0) if self.job.preview_key else 0
+        self._preemptions = int(detail.get("preemptions") or 0)
+        self._eta = Eta(prior=self._prior_seconds())
+
+    def _prior_seconds(self) -> float | None:
+        """How long jobs of this kind took lately (the median of the last few), if any ran."""
+        try:
+            recent = sorted(self.services.queue.recent_seconds(self.job.kind, limit=9))
+        except Exception:  # noqa: BLE001 - an estimate is not worth failing a job for
+            return None
+        return recent[len(recent) // 2] if recent else None
+
+    @property
+    def lane(self) -> lanes.Lane:
+        return lanes.lane_of(self.job.kind)
+
+    @property
+    def preemptions(self) -> int:
+        """How often this job has stepped aside (released for waiting work) so far."""
+        return self._preemptions
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -151,7 +194,7 @@ class JobContext:
     def is_final_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` escaping the handler now ends the job for good (so the handler can
         tell the user): a permanent error, or any error on the last attempt -- not a stop."""
-        if isinstance(exc, (JobInterrupted, JobDeferred, LeaseLostError)) or is_outage(exc):
+        if isinstance(exc, (JobInterrupted, JobDeferred, LeaseLostError, Preempted)) or is_outage(exc):
             return False
         return is_permanent(exc) or self.last_attempt
 
@@ -160,6 +203,47 @@ class JobContext:
         self.heartbeat.check()
         if self.stop.is_set():
             raise JobInterrupted(f"job {self.job.id}: the worker is stopping")
+
+    def should_yield(self) -> bool:
+        """Whether this job should step aside now: its lane is pre-emptible and a job of a
+        higher priority waits that this worker could run. A read of the queue per call."""
+        if self.lane.preempt is None or self.interlude is None:
+            return False
+        return self.services.queue.waiting_above(self.job.priority, kinds=self.kinds)
+
+    def yield_point(self, *, force: bool = False) -> None:
+        """Step aside if a job of a higher priority waits (looked for at most every
+        :data:`YIELD_CHECK_INTERVAL` seconds unless ``force``): a ``pause`` lane runs it here
+        and returns when it is done; a ``release`` lane raises :class:`Preempted`."""
+        if self.lane.preempt is None or self.interlude is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_yield_check < YIELD_CHECK_INTERVAL:
+            return
+        self._last_yield_check = now
+        if not self.should_yield():
+            return
+        if self.lane.preempt == "release":
+            raise Preempted(f"job {self.job.id} ({self.job.kind}) steps aside for a job of a higher priority")
+        began = time.monotonic()
+        self._write_paused(True)
+        try:
+            while self.interlude(self):  # until nothing of a higher priority waits
+                self.check()
+        finally:
+            self._eta.skip(time.monotonic() - began)
+            self._write_paused(False)
+        self.check()
+
+    def _write_paused(self, paused: bool) -> None:
+        # The status page says why the bar stands still; then the last detail comes back.
+        info = dict(self._last_detail)
+        if paused:
+            info = info | {"paused": True, "eta_seconds": None}
+        else:
+            info.pop("paused", None)
+        self.services.queue.set_progress(self.job.id, self.worker_id, self.job.progress, detail=info or None)
+        self._last_write = time.monotonic()
 
     def progress(
         self,
@@ -173,44 +257,73 @@ class JobContext:
         """Record progress (0..1) and, at most every few seconds, an intermediate preview.
 
         Writes are throttled (a painting reports every iteration); ``force`` writes now.
-        Raises :class:`LeaseLostError` or :class:`JobInterrupted` when the work should stop.
+        Raises :class:`LeaseLostError` or :class:`JobInterrupted` when the work should stop,
+        :class:`Preempted` when it should step aside (a ``release`` lane), and runs waiting work
+        of a higher priority in between for a ``pause`` lane (:meth:`yield_point`). The stored
+        fraction never goes down; the detail gains ``eta_seconds`` (from how fast the fraction
+        has grown in this run, blended with how long the last jobs of the kind took).
         """
         self.check()
+        self.yield_point()
         now = time.monotonic()
+        fraction = min(1.0, max(0.0, float(fraction)))
         preview_key = None
         if preview is not None and (force or now - self._last_preview >= PREVIEW_INTERVAL):
             preview_key = self.preview_key()
             self.services.blobs.put(preview_key, encode_image(preview, format="JPEG", quality=80), content_type="image/jpeg")
             self._last_preview = now
             self._previews += 1
+        eta = self._eta.update(fraction)
         if not force and preview_key is None and now - self._last_write < PROGRESS_INTERVAL:
             return
         info = {"stage": stage} if stage else {}
         if detail:
             info.update(detail)
+        # Every write replaces the job's detail: keep the counts in each, or a later plain
+        # progress write would make the status page forget them.
         if self._previews:
-            # Every write replaces the job's detail: keep the count of stored pictures in each,
-            # or a later plain progress write would make the status page forget them.
             info["previews"] = self._previews
+        if self._preemptions:
+            info["preemptions"] = self._preemptions
+        info["eta_seconds"] = None if eta is None else round(eta, 1)
         ok = self.services.queue.set_progress(
-            self.job.id, self.worker_id, fraction, detail=info or None, preview_key=preview_key
+            self.job.id, self.worker_id, fraction, detail=info, preview_key=preview_key
         )
         self._last_write = now
+        self._last_detail = info
         if not ok:
             raise LeaseLostError(f"job {self.job.id} is no longer held by {self.worker_id}")
+        self.job = replace(self.job, progress=max(self.job.progress, fraction))
 
     def preview_key(self) -> str:
         """Where this job's intermediate previews go: one key per job, overwritten."""
         return f"progress/job-{self.job.id}.jpg"
 
-    def progress_callback(self, *, start: float = 0.0, end: float = 1.0) -> Callable[[Progress], None]:
-        """An engine progress callback mapped onto [start, end] of the job's progress."""
+    def progress_callback(
+        self, *, start: float = 0.0, end: float = 1.0, tail: float = 0.0
+    ) -> Callable[[Progress], None]:
+        """An engine progress callback mapped onto [start, end] of the job's progress.
+
+        The engine's reports become one fraction that never goes down
+        (:class:`~atelier.art.progress.ProgressMeter`): a Gatys painting's passes weighted by
+        their pixels x iterations, the last ``tail`` of the range left to what follows the
+        passes (finishing, upscaling). The detail carries ``pass`` and ``passes`` when the
+        engine paints in passes.
+        """
+        meter = ProgressMeter(tail=tail)
 
         def report(p: Progress) -> None:
             detail: dict[str, Any] = {"step": p.step, "total": p.total}
             if p.loss is not None:
                 detail["loss"] = round(float(p.loss), 4)
-            self.progress(start + (end - start) * p.fraction, stage=p.stage, detail=detail, preview=p.preview)
+            extra = p.extra or {}
+            if "pass" in extra and "passes" in extra:
+                detail["pass"], detail["passes"] = int(extra["pass"]), int(extra["passes"])
+            elif meter.passes:
+                detail["pass"] = detail["passes"] = meter.passes  # after the passes: all done
+            if meter.work:
+                detail["work"] = meter.work
+            self.progress(start + (end - start) * meter(p), stage=p.stage, detail=detail, preview=p.preview)
 
         return report
 
@@ -283,11 +396,13 @@ class Worker:
             return None
         return self.run_job(claimed[0], stop)
 
-    def run_job(self, job: JobInfo, stop: threading.Event) -> str:
-        """Run a claimed job and settle it; the outcome (done, released, waiting, deferred, retry,
-        failed, dead, lost)."""
+    def run_job(self, job: JobInfo, stop: threading.Event, *, nested: bool = False) -> str:
+        """Run a claimed job and settle it; the outcome (done, released, preempted, waiting,
+        deferred, retry, failed, dead, lost). ``nested``: the job runs in a pause of another
+        one (:meth:`interlude`) and may not pause for a third."""
         queue = self.services.queue
         handler = self.handlers[job.kind]
+        outer_job = self.current_job
         self.current_job = job.id
         self.report_presence(force=True)
         started = time.perf_counter()
@@ -296,12 +411,24 @@ class Worker:
         heartbeat = Heartbeat(queue, job.id, self.worker_id, on_beat=self.report_presence)
         try:
             with heartbeat:
-                context = JobContext(self.services, job, self.worker_id, heartbeat, stop)
+                context = JobContext(
+                    self.services, job, self.worker_id, heartbeat, stop,
+                    interlude=None if nested else self.interlude, kinds=self.kinds,
+                )
                 try:
                     result = handler(context)
                 except JobInterrupted:
                     outcome = "released" if queue.release(job.id, self.worker_id) else "lost"
                     log.info("job %s released by %s (stopping)", job.id, self.worker_id)
+                    return outcome
+                except Preempted as exc:
+                    # Its place in the line (run_at) and its progress are kept; the count tells
+                    # the operator (and the handler, next time) how often it stepped aside.
+                    detail = dict(context._last_detail or job.progress_detail or {})
+                    detail |= {"stage": "preempted", "preemptions": context.preemptions + 1, "eta_seconds": None}
+                    queue.set_progress(job.id, self.worker_id, context.job.progress, detail=detail)
+                    outcome = "preempted" if queue.release(job.id, self.worker_id) else "lost"
+                    log.info("job %s released by %s: %s", job.id, self.worker_id, exc)
                     return outcome
                 except JobDeferred as exc:
                     # The reason stays on the job's progress for the operator and the status pages.
@@ -326,9 +453,24 @@ class Worker:
                 log.info("job %s (%s) done in %.1f s", job.id, job.kind, time.perf_counter() - started)
                 return outcome
         finally:
-            self.current_job = None
+            self.current_job = outer_job
             self.services.metrics.job_seconds.labels(job.kind, outcome).observe(time.perf_counter() - started)
             self.report_presence(force=True)
+
+    def interlude(self, paused: JobContext) -> bool:
+        """Run one waiting job of a higher priority than ``paused``'s, here and now, while the
+        paused job waits in memory (its heartbeat keeps its lease). False if none was waiting.
+        The stop event is the paused job's: a worker that stops releases both."""
+        claimed = self.services.queue.claim(self.worker_id, kinds=self.kinds, limit=1, above=paused.job.priority)
+        if not claimed:
+            return False
+        job = claimed[0]
+        log.info("job %s (%s) pauses for job %s (%s)", paused.job.id, paused.job.kind, job.id, job.kind)
+        outcome = self.run_job(job, paused.stop, nested=True)
+        log.info("job %s (%s) carries on after job %s: %s", paused.job.id, paused.job.kind, job.id, outcome)
+        if outcome == "waiting" and self.away is not None:
+            raise self.away  # the store is away for the paused job too: hand it back as well
+        return True
 
     def _wait_out(self, job: JobInfo, exc: Exception) -> str:
         """A part the job needs is away: hand the job back, its attempt not counted, due again

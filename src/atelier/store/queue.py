@@ -111,6 +111,20 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class JobInLine:
+    """A job that goes before another one (:meth:`JobQueue.ahead_of`): enough to estimate
+    how long it will take."""
+
+    id: int
+    kind: str
+    status: str
+    priority: int
+    progress: float
+    progress_detail: dict[str, Any] | None
+    started_at: datetime | None
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: attempt n waits ``base * factor**(n-1)`` seconds (at most
     ``max_seconds``), less a random share of up to ``jitter`` of it, so that jobs that failed
@@ -233,11 +247,14 @@ class _SQL:
             for filtered in (False, True)
         }
 
+        # A claim may take only jobs above a priority (a running job's worker looking for the
+        # interactive work that should go before it, see atelier.service.worker).
+        above = j.priority > bindparam("above", type_=Integer())
         self.claim = {}
         for filtered in (False, True):
             candidates = (
                 select(j.id)
-                .where(runnable, of_kinds if filtered else true())
+                .where(runnable, of_kinds if filtered else true(), above)
                 .order_by(*claim_order)
                 .limit(bindparam("limit", type_=Integer()))
             )
@@ -258,7 +275,8 @@ class _SQL:
                 lease_owner=worker,
                 lease_expires_at=later("lease_until"),
                 attempts=j.attempts + 1,
-                progress=0.0,
+                # progress is kept: a job handed back (pre-empted, the worker stopping) and
+                # claimed again resumes from where it was, and a job's progress never goes down.
                 started_at=now,
                 updated_at=now,
             ).returning(*jobs.c)
@@ -272,7 +290,10 @@ class _SQL:
             update(jobs)
             .where(fenced)
             .values(
-                progress=bindparam("progress_", type_=Float()),
+                # Never down: a retry that starts over, a pass that restarts, a second
+                # worker's report all leave the bar where it was (issue 14: "progress you can
+                # trust"); the detail says what is happening now.
+                progress=_greatest(sqlite, j.progress, bindparam("progress_", type_=Float())),
                 progress_detail=func.coalesce(
                     bindparam("detail_", type_=json_or_null), j.progress_detail
                 ),
@@ -384,7 +405,6 @@ class _SQL:
             .select_from(jobs)
             .where(
                 j.status == JobStatus.QUEUED,
-                j.kind == bindparam("kind_"),
                 or_(
                     j.priority > p,
                     and_(j.priority == p, j.run_at < r),
@@ -401,6 +421,37 @@ class _SQL:
             filtered: select(j.id).where(runnable, of_kinds if filtered else true()).limit(1)
             for filtered in (False, True)
         }
+        self.any_runnable_above = {
+            filtered: select(j.id).where(runnable, above, of_kinds if filtered else true()).limit(1)
+            for filtered in (False, True)
+        }
+        # What a waiting job's estimate is made of: the queued jobs that a claim takes before
+        # it (any kind: one worker runs every kind), and the running ones.
+        self.ahead_jobs = (
+            select(j.id, j.kind, j.status, j.priority, j.progress, j.progress_detail, j.started_at)
+            .where(
+                or_(
+                    j.status == JobStatus.RUNNING,
+                    and_(
+                        j.status == JobStatus.QUEUED,
+                        or_(
+                            j.priority > p,
+                            and_(j.priority == p, j.run_at < r),
+                            and_(j.priority == p, j.run_at == r, j.id < job_id),
+                        ),
+                    ),
+                )
+            )
+            .order_by(*claim_order)
+        )
+        # How long jobs of a kind took lately: the started_at and finished_at of done jobs
+        # (the latest claim's start: a pre-empted job's time before that is not counted).
+        self.recent_done = (
+            select(j.kind, j.started_at, j.finished_at)
+            .where(j.status == JobStatus.DONE, j.kind == bindparam("kind_"), j.started_at.is_not(None))
+            .order_by(j.finished_at.desc())
+            .limit(bindparam("limit", type_=Integer()))
+        )
         self.seen_workers = select(workers).where(workers.c.last_seen_at >= later("since"))
         self.seen_workers = self.seen_workers.order_by(workers.c.last_seen_at.desc())
         self.forget_worker = delete(workers).where(workers.c.id == worker)
@@ -442,6 +493,15 @@ class _SQL:
 
 
 LEASE_EXPIRED = "lease expired on the last attempt (the worker died or hung)"
+#: Lower than any priority: a claim with ``above=None`` takes every priority.
+_NO_FLOOR = -(2**31)
+
+
+def _greatest(sqlite: bool, *values: ColumnElement[Any]) -> ColumnElement[Any]:
+    # SQLite's scalar max(a, b) is PostgreSQL's greatest(a, b).
+    return func.max(*values) if sqlite else func.greatest(*values)
+
+
 _SQL_BY_BACKEND: dict[bool, _SQL] = {}
 
 
@@ -594,10 +654,12 @@ class JobQueue:
         kinds: Sequence[str] | None = None,
         limit: int = 1,
         lease_seconds: float | None = None,
+        above: int | None = None,
     ) -> list[JobInfo]:
         """Claim up to ``limit`` runnable jobs (of ``kinds``, or any) for ``worker_id``, highest
         priority first, then oldest ``run_at``, then oldest id. Each comes back ``running``,
-        leased to the worker for ``lease_seconds``, with one more attempt counted."""
+        leased to the worker for ``lease_seconds``, with one more attempt counted. ``above``:
+        only jobs whose priority is higher than that (what may go before a running job)."""
         if limit < 1:
             return []
         sql = self._sql
@@ -605,6 +667,7 @@ class JobQueue:
         params = {
             "worker": worker_id,
             "limit": limit,
+            "above": _NO_FLOOR if above is None else int(above),
             **kind_params,
             **sql.times(lease_until=lease_seconds or self.lease_seconds),
         }
@@ -808,15 +871,16 @@ class JobQueue:
         return _job(row) if row is not None else None
 
     def position(self, job_id: int) -> int | None:
-        """1 if the job is next in line among queued jobs of its kind, 2 if one is ahead, ...;
-        None if it is not queued. Claim order: priority, then run_at, then id."""
+        """1 if the job is next in line among queued jobs, 2 if one is ahead, ...; None if it
+        is not queued. Claim order: priority, then run_at, then id; every kind counts (jobs of
+        all kinds share the workers, and a job kind's priority says which goes first)."""
         with self._reader.connect() as conn:
             job = conn.execute(self._sql.position_of, {"job_id": job_id}).first()
             if job is None or job.status != JobStatus.QUEUED:
                 return None
             ahead = conn.execute(
                 self._sql.ahead,
-                {"job_id": job.id, "kind_": job.kind, "priority_": job.priority, "run_at_": job.run_at},
+                {"job_id": job.id, "priority_": job.priority, "run_at_": job.run_at},
             ).scalar_one()
         return int(ahead) + 1
 
@@ -833,6 +897,41 @@ class JobQueue:
         if oldest is not None:
             age = max(0.0, (_as_datetime(now) - _as_datetime(oldest)).total_seconds())
         return QueueStats(counts=counts, oldest_queued_age=age, expired_leases=int(expired))
+
+    def waiting_above(self, priority: int, *, kinds: Sequence[str] | None = None) -> bool:
+        """Whether a job of a higher priority than ``priority`` (of ``kinds``, or any) could be
+        claimed now: the question a running long job's worker asks between iterations."""
+        filtered, kind_params = self._sql.kinds(kinds)
+        params = kind_params | {"above": int(priority)} | self._sql.times()
+        with self._reader.connect() as conn:
+            found = conn.execute(self._sql.any_runnable_above[filtered], params).first()
+        return found is not None
+
+    def ahead_of(self, job_id: int) -> list[JobInLine]:
+        """The jobs that go before a queued job: every running job, then the queued ones a
+        claim takes first (higher priority, or the same and older), in claim order. Empty if
+        the job is not queued."""
+        with self._reader.connect() as conn:
+            job = conn.execute(self._sql.position_of, {"job_id": job_id}).first()
+            if job is None or job.status != JobStatus.QUEUED:
+                return []
+            rows = conn.execute(
+                self._sql.ahead_jobs,
+                {"job_id": job.id, "priority_": job.priority, "run_at_": job.run_at},
+            ).all()
+        line = [JobInLine(**row._mapping) for row in rows]
+        return sorted(line, key=lambda j: j.status != JobStatus.RUNNING)  # stable: claim order kept
+
+    def recent_seconds(self, kind: str, *, limit: int = 20) -> list[float]:
+        """How many seconds the last ``limit`` done jobs of ``kind`` ran (their last claim to
+        done), newest first: what an estimate for the next one starts from."""
+        with self._reader.connect() as conn:
+            rows = conn.execute(self._sql.recent_done, {"kind_": kind, "limit": int(limit)}).all()
+        return [
+            max(0.0, (_as_datetime(done) - _as_datetime(start)).total_seconds())
+            for _, start, done in rows
+            if start is not None and done is not None
+        ]
 
     def has_runnable(self, kinds: Sequence[str] | None = None) -> bool:
         """Whether a claim now would find something."""
@@ -1056,6 +1155,7 @@ class Heartbeat:
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "Heartbeat",
+    "JobInLine",
     "JobInfo",
     "JobQueue",
     "QueueStats",

@@ -129,6 +129,8 @@ def test_progress_reports_pass_iteration_loss_and_previews(encoder: VGGEncoder, 
         ("pass 1/2", 2, (48, 48)), ("pass 1/2", 4, (48, 48)), ("pass 2/2", 2, (64, 64)), ("pass 2/2", 3, (64, 64)),
     ]  # fmt: skip
     assert seen[-1].extra is not None and seen[-1].extra["pass"] == 2 and "style" in seen[-1].extra
+    # Every report carries the whole plan, so that a progress bar can weight the passes from the first.
+    assert all(p.extra is not None and p.extra["plan"] == ((48, 48, 4), (64, 64, 3)) for p in seen)
 
 
 def test_the_full_vgg_architecture_runs_the_classic_layers() -> None:

@@ -117,8 +117,8 @@ def paint(
     * ``backend``: how the convolutions run (see :class:`Features`); ``auto`` is the fastest
       this machine has.
     * ``progress``: called after every iteration with ``stage="pass i/n"``, the iteration,
-      the total loss, ``extra={"pass", "passes", "content", "style", "tv", "width", "height"}``
-      and sometimes a preview. Raising from it stops the painting.
+      the total loss, ``extra={"pass", "passes", "content", "style", "tv", "width", "height",
+      "plan"}`` (``plan``: every pass's (width, height, iterations)) and sometimes a preview. Raising from it stops the painting.
 
     Refuses (ModelMissingError) a recipe that needs layers the encoder lacks.
     """
@@ -140,6 +140,13 @@ def paint(
     net = Features(encoder, up_to=recipe.deepest_layer, backend=backend)
     records: list[PassRecord] = []
     current: torch.Tensor | None = None
+    # Every pass's (width, height, iterations), sent with each report: a progress bar can then
+    # weight the passes by their work (atelier.art.progress.ProgressMeter) from the first one.
+    plan = tuple(
+        (shape[1], shape[0], spec.iterations)
+        for spec in recipe.passes
+        for shape in [pass_shape(height, width, spec.size)]
+    )
     for number, spec in enumerate(recipe.passes, start=1):
         shape = pass_shape(height, width, spec.size)
         if current is not None:
@@ -163,6 +170,7 @@ def paint(
             record=record,
             label=f"pass {number}/{len(recipe.passes)}",
             passes=len(recipe.passes),
+            plan=plan,
             preview_every=preview_every,
             photo=photo if original_colors else None,
             progress=progress,
@@ -207,6 +215,7 @@ def _run_pass(
     record: PassRecord,
     label: str,
     passes: int,
+    plan: tuple[tuple[int, int, int], ...],
     preview_every: int,
     photo: torch.Tensor | None,
     progress: ProgressCallback | None,
@@ -281,6 +290,7 @@ def _run_pass(
                         "tv": tv.item() if tv is not None else 0.0,
                         "width": record.width,
                         "height": record.height,
+                        "plan": plan,
                     },
                 )
             )
