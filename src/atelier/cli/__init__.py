@@ -20,7 +20,7 @@ __all__ = ["STARTED", "app", "fail", "main", "refusals"]
 
 #: The command modules, each registering its commands on ``app`` when imported.
 COMMAND_MODULES: tuple[str, ...] = (
-    "jobs", "models", "bench", "render", "serve", "settings", "sheet", "store", "styles", "upscale",
+    "jobs", "models", "bench", "render", "serve", "settings", "setup", "sheet", "store", "styles", "upscale",
 )
 #: Which modules a top-level command needs (``bench queue`` lives in store.py). A command not
 #: listed here loads every module, so a new command works before it is added.
@@ -31,6 +31,7 @@ _MODULES_OF: dict[str, tuple[str, ...]] = {
     "serve": ("serve",),
     "worker": ("serve",),
     "models": ("models",),
+    "setup": ("setup",),
     "styles": ("styles",),
     "settings": ("settings",),
     "jobs": ("jobs",),

@@ -86,7 +86,7 @@ def download_models(
 ) -> None:
     """Download weights from their official sources, checking sha256 where it is pinned."""
     folder = _folder(models_dir)
-    with refusals(), _download_bar() as progress:
+    with refusals(), download_bar() as progress:
         reports = models.download(names or None, models_dir=folder, progress=progress, timeout=timeout, force=force)
     fetched = [r for r in reports if r.state == "downloaded"]
     for report in fetched:
@@ -96,7 +96,7 @@ def download_models(
 
 
 @contextmanager
-def _download_bar() -> Iterator[ProgressCallback]:
+def download_bar() -> Iterator[ProgressCallback]:
     """One bar per file on stderr (silent when stderr is not a terminal)."""
     console = Console(stderr=True)
     columns = (

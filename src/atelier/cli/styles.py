@@ -215,7 +215,7 @@ def download(
         reports = download_styles(names or None, styles_dir=_folder(styles_dir), force=force, timeout=timeout)
     for report in reports:
         typer.echo(f"{report.state:10} {report.name}" + (f"  {report.message}" if report.message else ""))
-    failed = [r for r in reports if r.state == "failed"]
+    failed = [r for r in reports if r.state in ("failed", "offline")]
     done = sum(r.state == "downloaded" for r in reports)
     _publish([r.name for r in reports if r.state == "downloaded"], styles_dir)
     typer.echo(f"{done} downloaded, {sum(r.state == 'present' for r in reports)} already there, {len(failed)} failed")

@@ -632,8 +632,9 @@ def _install(temp: Path, dest: Path) -> None:
 # ----------------------------------------------------------------------------- download
 
 
-class _Unreachable(ModelError):
-    """The host could not be reached at all (offline, DNS, refused, timeout)."""
+class ModelUnreachableError(ModelError):
+    """No source of a file could be reached at all (offline, DNS, refused, timeout): the other
+    files would fail the same way, so ``atelier setup`` stops asking after the first."""
 
 
 def download(
@@ -825,7 +826,7 @@ def _fetch(
         )
     except FetchError as exc:
         if exc.unreachable:
-            raise _Unreachable(f"{exc}: are you offline? copy the files with `atelier models import DIR`") from None
+            raise ModelUnreachableError(f"{exc}: are you offline? copy the files with `atelier models import DIR`") from None
         if "interrupted" in str(exc) or "cut off" in str(exc):
             raise ModelError(f"{exc}; nothing was installed") from None
         raise ModelError(str(exc)) from None
@@ -835,7 +836,7 @@ def _pick_failure(failures: list[ModelError]) -> ModelError:
     # A real answer (a wrong checksum, an HTTP error) says more than "could not reach" from a
     # mirror; only when every source was unreachable is the offline message the right one.
     for failure in failures:
-        if not isinstance(failure, _Unreachable):
+        if not isinstance(failure, ModelUnreachableError):
             return failure
     return failures[0] if failures else ModelError("no source to download from")
 

@@ -96,6 +96,10 @@ class StyleNotFoundError(StyleError):
     """No style by that name in the catalog."""
 
 
+class StyleUnreachableError(StyleError):
+    """None of a painting's addresses could be reached at all (offline, DNS, refused, timeout)."""
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -563,7 +567,7 @@ class Report:
     """What happened to one style in :func:`import_styles` or :func:`download_styles`."""
 
     name: str
-    state: Literal["imported", "downloaded", "present", "skipped", "failed"]
+    state: Literal["imported", "downloaded", "present", "skipped", "failed", "offline"]
     message: str = ""
 
 
@@ -625,6 +629,7 @@ def download_styles(
     force: bool = False,
     timeout: float = 60.0,
     progress: ProgressCallback | None = None,
+    stop_when_offline: bool = False,
 ) -> list[Report]:
     """Install styles of the shipped catalog (all, or ``names``) into ``styles_dir``.
 
@@ -633,7 +638,9 @@ def download_styles(
     file, checked (the pinned sha256 when there is one; otherwise that it is an image of at
     least 256 px a side, within the size limits), and only then renamed into place; then the
     thumbnail is made. A style whose painting is already there is ``present``. Failures are
-    reported per style, not raised, so one unreachable file does not stop the rest.
+    reported per style, not raised, so one unreachable file does not stop the rest -- unless
+    ``stop_when_offline``: once a painting's every address was unreachable, the styles still to
+    fetch are reported ``offline`` without trying (each would wait out its own timeouts).
     """
     catalog_dir = Path(catalog_dir) if catalog_dir is not None else shipped_catalog_dir()
     available = {s.name: s for s in load_catalog(catalog_dir, include_missing=True)}
@@ -648,6 +655,7 @@ def download_styles(
     else:
         chosen = list(available.values())
     reports = []
+    offline = ""
     for shipped in chosen:
         dest = Path(styles_dir) / shipped.name
         toml_dest = dest / STYLE_FILE
@@ -666,8 +674,15 @@ def download_styles(
         if not urls:
             reports.append(Report(style.name, "failed", "its style.toml gives no [painting] urls"))
             continue
+        if offline:
+            reports.append(Report(style.name, "offline", offline))
+            continue
         try:
             used = _fetch_painting(style, urls, timeout=timeout, progress=progress)
+        except StyleUnreachableError as exc:
+            reports.append(Report(style.name, "offline", str(exc)))
+            offline = str(exc) if stop_when_offline else ""
+            continue
         except StyleError as exc:
             reports.append(Report(style.name, "failed", str(exc)))
             continue
@@ -676,7 +691,7 @@ def download_styles(
 
 
 def _fetch_painting(style: Style, urls: Iterable[str], *, timeout: float, progress: ProgressCallback | None) -> str:
-    failures = []
+    failures: list[StyleError] = []
     for url in urls:
         fd, name = tempfile.mkstemp(dir=style.folder, prefix=f".{style.image}.", suffix=".part")
         os.close(fd)
@@ -697,11 +712,13 @@ def _fetch_painting(style: Style, urls: Iterable[str], *, timeout: float, progre
             return url
         except StyleError as exc:
             log.info("style %s: %s failed: %s", style.name, url, exc)
-            failures.append(str(exc))
+            failures.append(exc)
         finally:
             with suppress(FileNotFoundError):
                 temp.unlink()
-    raise StyleError("; ".join(failures))
+    if failures and all(isinstance(f, StyleUnreachableError) for f in failures):
+        raise StyleUnreachableError(str(failures[0]))
+    raise StyleError("; ".join(map(str, failures)))
 
 
 def _stream(url: str, dest: Path, *, stage: str, timeout: float, progress: ProgressCallback | None) -> str:
@@ -711,5 +728,7 @@ def _stream(url: str, dest: Path, *, stage: str, timeout: float, progress: Progr
             url, dest, limit=MAX_PAINTING_BYTES, stage=stage, user_agent=_USER_AGENT, timeout=timeout, progress=progress
         )
     except FetchError as exc:
-        raise StyleError(f"{exc}: are you offline?" if exc.unreachable else str(exc)) from None
+        if exc.unreachable:
+            raise StyleUnreachableError(f"{exc}: are you offline?") from None
+        raise StyleError(str(exc)) from None
     return sha

@@ -152,14 +152,32 @@ class Catalog:
                     return entry
         return None
 
-    def filters(self) -> list[StyleEntry]:
-        return [e for e in self.entries() if e.kind == "filter"]
+    def filters(self, *, installed: bool = False) -> list[StyleEntry]:
+        """The filters; with ``installed``, only those whose weights are in the models folder
+        (what the pages offer: a machine set up offline serves the filters it has)."""
+        found = [e for e in self.entries() if e.kind == "filter"]
+        if installed and self.models_dir is not None:
+            from atelier.install import models
+
+            found = [e for e in found if not models.status(f"filter-{e.name}", models_dir=self.models_dir).missing]
+        return found
 
     def paintings(self) -> list[StyleEntry]:
         return [e for e in self.entries() if e.kind == "painting"]
 
     def commissionable(self) -> list[StyleEntry]:
         return [e for e in self.entries() if e.commission]
+
+    def awaiting(self) -> list[Style]:
+        """Catalog styles whose painting is not on this machine yet (the shipped ones not
+        downloaded, and folders whose painting is missing), by name: the commission page names
+        them, so a server set up offline does not look empty."""
+        from atelier.install.styles import load_catalog, shipped_styles
+
+        installed = {e.name for e in self.entries() if e.kind == "painting"}
+        found = {s.name: s for s in shipped_styles()}
+        found |= {s.name: s for s in load_catalog(self.styles_dir, include_missing=True)}
+        return [found[name] for name in sorted(found) if name not in installed and not found[name].installed]
 
     def thumbnail(self, name: str, *, paint_filter: Callable[[Image.Image, str], Image.Image]) -> bytes:
         """A JPEG thumbnail of the style, made once. ``paint_filter(scene, name)`` paints the

@@ -205,10 +205,11 @@ def _home_context(services: Services, locale: str, params: dict[str, str], *, ph
             "height": painted[1],
             "reduced": max(width, height) > max_size,
         }
+    filters = _style_cards(catalog.filters(installed=True), locale)
     return {
-        "filters": _style_cards(catalog.filters(), locale),
+        "filters": filters,
         "paintings": _style_cards(catalog.paintings(), locale),
-        "selected_style": style or "candy",
+        "selected_style": style or (filters[0]["name"] if filters else "candy"),
         "photo_id": photo_id,
         "photo": photo,
         "own_id": own_id,
@@ -345,6 +346,11 @@ def _commission_context(services: Services, locale: str, *, photo_id: str = "", 
         "selected_style": style or (styles[0]["name"] if styles else ""),
         "email": email,
         "preview_size": services.settings.preview_max_size,
+        "awaiting": [
+            {"name": s.name, "title": s.title_in(locale), "artist": s.artist, "year": s.year,
+             "initials": "".join(word[0] for word in s.title_in(locale).split() if word[0].isalnum())[:2].upper()}
+            for s in services.catalog.awaiting()
+        ],
     }
 
 
