@@ -97,7 +97,9 @@ class Run:
             if "atelier.cli.serve" in line or line.startswith("INFO:"):
                 break
             lines.append(line)
-        return [line for line in lines if line.strip()]
+        # scripts/setup's own line (and pip's warnings) when it installs .venv first, before
+        # `atelier setup` runs, are not setup's to count.
+        return [line for line in lines if line.strip() and not line.startswith(("scripts/setup:", "WARNING:", "  "))]
 
     def stop(self) -> None:
         self.process.terminate()
