@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
+from atelier.runtime import release_memory
 from atelier.service.commission.stages import HD, PREVIEW, Stage, download_link, preview_link, receipt_path
 from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.status import ArtworkStatus, Event, move
@@ -291,11 +292,19 @@ def _stopped(services: Services, stage: Stage, artwork_id: int, *, final: bool) 
 @job_handler(PREVIEW.job_kind)
 def paint_preview(ctx: JobContext) -> dict[str, Any]:
     """Paint an artwork's preview, store it, mark the artwork ready and mail its owner."""
-    return paint_stage(ctx, PREVIEW)
+    try:
+        return paint_stage(ctx, PREVIEW)
+    finally:
+        # The painting's feature maps are freed and the allocator tuning keeps them: a
+        # long-lived worker must not sit at its largest job's peak (issue 14).
+        release_memory()
 
 
 @job_handler(HD.job_kind)
 def paint_hd(ctx: JobContext) -> dict[str, Any]:
     """Paint a paid artwork at full resolution without the watermark, double it with waifu2x,
     store it, mark the artwork delivered and mail the download link."""
-    return paint_stage(ctx, HD)
+    try:
+        return paint_stage(ctx, HD)
+    finally:
+        release_memory()
