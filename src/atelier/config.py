@@ -163,6 +163,19 @@ class Settings(BaseSettings):
         description="Keep painted clips steady with optical-flow blending of consecutive frames "
         "(--temporal/--no-temporal overrides it per render).",
     )
+    video_chunk_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="A clip sent to the server that is longer than 1.5 times this many seconds is "
+        "cut into parts of about this length, painted by as many workers at once and joined "
+        "(0: every clip is one job).",
+    )
+    video_chunk_lead_frames: int = Field(
+        default=8,
+        ge=0,
+        description="Frames before a part's first one that its worker paints too (and does not "
+        "keep), so that the optical-flow blending carries across the join.",
+    )
 
     # --- service -----------------------------------------------------------------------------
     host: str = Field(

@@ -53,6 +53,7 @@ class Lane:
 LANES: dict[str, Lane] = {
     "artwork.preview": Lane(INTERACTIVE),
     "video.stylize": Lane(INTERACTIVE),
+    "video.chunk": Lane(INTERACTIVE),  # a part of a long clip (service/videos.py)
     "batch.stylize": Lane(INTERACTIVE),
     "mail.send": Lane(MAIL),
     "artwork.hd": Lane(PAID, "pause"),

@@ -29,7 +29,7 @@ from atelier.service.refs import StyleRef
 from atelier.service.resolve import style_ref
 from atelier.service.stylize import DEFAULT_STYLE_SIZE
 from atelier.service.uploads import UploadInfo, get_upload, read_upload
-from atelier.service.worker import JobContext, PermanentJobError, job_handler
+from atelier.service.worker import JobContext, JobDeferred, PermanentJobError, job_handler
 from atelier.service.lanes import priority_of
 from atelier.store.db import JobStatus, transaction
 from atelier.store.queue import JobInfo, enqueue
@@ -142,10 +142,18 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
             video_key(video_id), expires_in=VIDEO_LINK_DAYS * 86400, filename="atelier-video.mp4"
         )
     result = (job.result or {}) if status == "done" else {}
+    progress = 1.0 if status == "done" else job.progress
+    parts = video_parts(services, video_id) if status in ("queued", "processing") else []
+    if parts:
+        # Cut into parts: the clip job waits in the queue while workers paint them, so the
+        # parts' progress is the clip's (the join is the last few per cent).
+        status = "processing"
+        painted = sum(1.0 if part.status == JobStatus.DONE else part.progress for part in parts) / len(parts)
+        progress = max(progress, 0.95 * painted)
     return VideoView(
         id=video_id,
         status=status,
-        progress=1.0 if status == "done" else job.progress,
+        progress=progress,
         position=services.queue.position(job.id) if status == "queued" else None,
         result_url=result_url,
         error="painting failed" if status == "failed" else None,
@@ -177,19 +185,21 @@ def video_painter(services: Services, style: StyleRef, *, alpha: float) -> Calla
 
 @job_handler(VIDEO_JOB)
 def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
-    """Paint a clip, store it under its key, and mail the link when an address was given."""
+    """Paint a clip, store it under its key, and mail the link when an address was given.
+
+    A long clip (see :func:`plan_parts`) is cut instead: this job queues its parts
+    (:data:`CHUNK_JOB`, painted by any worker), waits for them back in the queue (deferred, no
+    attempt used, no worker held), and joins them once every part is painted."""
     from atelier.art.engines import video  # PyAV and OpenCV: only where clips are painted
 
     payload = ctx.payload
     services = ctx.services
     settings = services.settings
+    parts = video_parts(services, payload["video_id"])
+    if parts:
+        return _join_parts(ctx, parts)
     upload = get_upload(services, payload["upload_id"])
-    style_upload = get_upload(services, payload["style_upload_id"]) if payload.get("style_upload_id") else None
-    if payload.get("style_name"):
-        # A catalog style another machine added: wait for it to sync here rather than fail.
-        require_style(services, payload["style_name"], since=ctx.job.created_at)
-    style = style_ref(services, name=payload.get("style_name"), upload=style_upload)
-    paint = video_painter(services, style, alpha=float(payload.get("alpha", 1.0)))
+    style, paint = _style_and_painter(ctx)
     key = video_key(payload["video_id"])
     with tempfile.TemporaryDirectory(prefix="atelier-video-") as folder:
         source = Path(folder) / f"source{Path(upload.blob_key).suffix or '.mp4'}"
@@ -199,6 +209,10 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
             # Never larger than the clip itself: painting cannot add detail the clip lacks.
             info = video.probe(source)
             size = min(int(payload.get("size") or VIDEO_SIZE), max(info.width, info.height))
+            plan = plan_parts(info, chunk_seconds=settings.video_chunk_seconds)
+            if plan is not None:
+                _queue_parts(ctx, plan, size=size)
+                raise JobDeferred(f"cut into {len(plan)} parts; waiting for them", delay_seconds=PARTS_POLL_SECONDS)
             report = video.stylize_video(
                 source,
                 target,
@@ -215,6 +229,23 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
             raise PermanentJobError(str(exc)) from exc
         ctx.check()
         services.blobs.put(key, target, content_type="video/mp4")
+    return _delivered(ctx, report, info)
+
+
+def _style_and_painter(ctx: JobContext) -> tuple[StyleRef, Callable[[torch.Tensor], torch.Tensor]]:
+    payload, services = ctx.payload, ctx.services
+    style_upload = get_upload(services, payload["style_upload_id"]) if payload.get("style_upload_id") else None
+    if payload.get("style_name"):
+        # A catalog style another machine added: wait for it to sync here rather than fail.
+        require_style(services, payload["style_name"], since=ctx.job.created_at)
+    style = style_ref(services, name=payload.get("style_name"), upload=style_upload)
+    return style, video_painter(services, style, alpha=float(payload.get("alpha", 1.0)))
+
+
+def _delivered(ctx: JobContext, report: Any, info: Any, **extra: Any) -> dict[str, Any]:
+    """The clip is stored: mail its link when an address was given; the job's result."""
+    payload, services = ctx.payload, ctx.services
+    key = video_key(payload["video_id"])
     if payload.get("email"):
         from atelier.service.mail import queue_mail
 
@@ -237,5 +268,135 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
         "source_width": info.width,
         "source_height": info.height,
         "seconds": round(report.seconds, 2),
+        **extra,
     }
 
+
+# ------------------------------------------------------------------------------------------------
+# long clips: parts painted by several workers at once, then joined
+
+
+#: The job kind of one part of a long clip.
+CHUNK_JOB = "video.chunk"
+#: Seconds between the waiting clip job's looks at its parts (it holds no worker meanwhile).
+PARTS_POLL_SECONDS = 2.0
+#: Parts are written nearly losslessly: the join encodes their frames once more.
+PART_CRF = 12
+
+
+def part_key(video_id: str, index: int) -> str:
+    return f"videos/{video_id}/part{index:03d}.mp4"
+
+
+def plan_parts(info: Any, *, chunk_seconds: float) -> list[tuple[int, int | None]] | None:
+    """Where a clip is cut, as (first frame, end frame) per part, the last one open (to the
+    clip's end): parts of about ``chunk_seconds`` for a clip longer than 1.5 times that; None
+    for one job. Only a clip whose container gives the exact frame count is cut (a part is
+    found by its frame numbers), and never a GIF (painted to a GIF at once)."""
+    if chunk_seconds <= 0 or info.is_gif or not info.frames_exact or info.duration < 1.5 * chunk_seconds:
+        return None
+    count = max(2, round(info.duration / chunk_seconds))
+    per = -(-info.frames // count)
+    starts = [k * per for k in range(count) if k * per < info.frames]
+    return [(start, starts[k + 1] if k + 1 < len(starts) else None) for k, start in enumerate(starts)]
+
+
+def video_parts(services: Services, video_id: str) -> list[JobInfo]:
+    """The part jobs of a clip that was cut, in order (empty if it was not)."""
+    parts: list[JobInfo] = []
+    while (job := services.queue.find(CHUNK_JOB, part_key(video_id, len(parts)))) is not None:
+        parts.append(job)
+    return parts
+
+
+def _queue_parts(ctx: JobContext, plan: list[tuple[int, int | None]], *, size: int) -> None:
+    payload = ctx.payload
+    lead = ctx.services.settings.video_chunk_lead_frames
+    with transaction(ctx.services.engine) as session:
+        for index, (start, end) in enumerate(plan):
+            part = payload | {"part": index, "parts": len(plan), "frames": [start, end], "lead_in": lead, "size": size}
+            enqueue(session, CHUNK_JOB, part, priority=priority_of(CHUNK_JOB), max_attempts=3, output_key=part_key(payload["video_id"], index))
+    log.info("video %s: cut into %d parts (frames %s)", payload["video_id"], len(plan), [start for start, _ in plan])
+
+
+def _join_parts(ctx: JobContext, parts: list[JobInfo]) -> dict[str, Any]:
+    """Wait for the parts (deferred) or, once all are painted, join them into the clip."""
+    from atelier.art.engines import video
+
+    payload, services, settings = ctx.payload, ctx.services, ctx.services.settings
+    lost = [job for job in parts if job.status in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED)]
+    if lost:
+        raise PermanentJobError(f"part {lost[0].payload.get('part')} of the clip could not be painted: {lost[0].last_error or lost[0].status}")
+    done = sum(job.status == JobStatus.DONE for job in parts)
+    if done < len(parts):
+        raise JobDeferred(f"{done} of {len(parts)} parts painted", delay_seconds=PARTS_POLL_SECONDS)
+    upload = get_upload(services, payload["upload_id"])
+    key = video_key(payload["video_id"])
+    with tempfile.TemporaryDirectory(prefix="atelier-video-") as folder:
+        source = Path(folder) / f"source{Path(upload.blob_key).suffix or '.mp4'}"
+        source.write_bytes(read_upload(services, upload))
+        files = []
+        for job in parts:
+            files.append(Path(folder) / f"part{len(files):03d}.mp4")
+            files[-1].write_bytes(services.blobs.read(part_key(payload["video_id"], len(files) - 1)))
+        target = Path(folder) / "painted.mp4"
+        try:
+            info = video.probe(source)
+            report = video.join_video(
+                source,
+                files,
+                target,
+                size=parts[0].payload["size"],
+                limit_seconds=settings.video_max_seconds,
+                limit_frames=settings.video_max_frames,
+                limit_pixels=settings.video_max_pixels,
+                progress=ctx.progress_callback(start=0.95, end=0.99),
+            )
+        except video.VideoError as exc:
+            raise PermanentJobError(str(exc)) from exc
+        ctx.check()
+        services.blobs.put(key, target, content_type="video/mp4")
+    for index in range(len(parts)):
+        services.blobs.delete(part_key(payload["video_id"], index))
+    painting = [float((job.result or {}).get("seconds") or 0.0) for job in parts]
+    return _delivered(ctx, report, info, parts=len(parts), part_seconds=painting, workers=sorted({str((job.result or {}).get("worker")) for job in parts}))
+
+
+@job_handler(CHUNK_JOB)
+def paint_video_part(ctx: JobContext) -> dict[str, Any]:
+    """Paint one part of a long clip (its frames, after a lead-in that carries the temporal
+    blending across the join) and store it for the clip job to join."""
+    from atelier.art.engines import video
+
+    payload, services, settings = ctx.payload, ctx.services, ctx.services.settings
+    upload = get_upload(services, payload["upload_id"])
+    _, paint = _style_and_painter(ctx)
+    key = part_key(payload["video_id"], int(payload["part"]))
+    start, end = payload["frames"]
+    with tempfile.TemporaryDirectory(prefix="atelier-video-part-") as folder:
+        source = Path(folder) / f"source{Path(upload.blob_key).suffix or '.mp4'}"
+        source.write_bytes(read_upload(services, upload))
+        target = Path(folder) / "part.mp4"
+        try:
+            report = video.stylize_video(
+                source,
+                target,
+                paint=paint,
+                size=int(payload["size"]),
+                temporal=settings.video_temporal,
+                frames=(int(start), None if end is None else int(end)),
+                lead_in=int(payload.get("lead_in") or 0),
+                audio=False,
+                crf=PART_CRF,
+                measure_flicker=False,
+                limit_seconds=settings.video_max_seconds,
+                limit_frames=settings.video_max_frames,
+                limit_pixels=settings.video_max_pixels,
+                progress=ctx.progress_callback(end=0.98),
+                device=services.loader.device,
+            )
+        except video.VideoError as exc:
+            raise PermanentJobError(str(exc)) from exc
+        ctx.check()
+        services.blobs.put(key, target, content_type="video/mp4")
+    return {"output_key": key, "frames": report.frames, "seconds": round(report.seconds, 2), "worker": ctx.job.lease_owner}

@@ -25,6 +25,7 @@ from atelier.art.engines.video import (
     VideoError,
     VideoLimitError,
     check_limits,
+    join_video,
     output_size,
     probe,
     stylize_video,
@@ -506,3 +507,66 @@ def test_shared_clips_come_out_whole_with_sound_and_steadier(
     assert on.flicker < 0.75 * off.flicker
     assert on.flicker - on.input_flicker < 0.65 * (off.flicker - off.input_flicker)
     assert on.flicker > on.input_flicker  # ...but not by freezing the picture
+
+
+# ----------------------------------------------------------------------------- parts and joins
+
+
+def test_a_clip_painted_in_parts_and_joined_is_the_clip_painted_in_one_pass(tmp_path: Path) -> None:
+    """Three parts (a lead-in of 4 frames each), joined: the same frames, timing and sound as
+    one pass, and the steadied frames at each join within a compression step of one pass's."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=30, width=96, height=64)
+    whole = tmp_path / "whole.mp4"
+    stylize_video(clip, whole, paint=negative, crf=12)
+    parts = []
+    for k, (start, end) in enumerate([(0, 10), (10, 20), (20, None)]):
+        part = tmp_path / f"part{k}.mp4"
+        report = stylize_video(clip, part, paint=negative, frames=(start, end), lead_in=4, audio=False, crf=12)
+        assert report.frames == 10 and report.audio == "none"
+        parts.append(part)
+    joined = tmp_path / "joined.mp4"
+    join_video(clip, parts, joined, crf=12)
+    got, one = streams(joined), streams(whole)
+    assert got["video"]["frames"] == 30
+    assert got["video"]["times"] == pytest.approx(one["video"]["times"], abs=1e-3)
+    assert got["audio"]["codec"] == "aac" and got["audio"]["duration"] == pytest.approx(one["audio"]["duration"], abs=0.05)
+    a, b = decoded(whole), decoded(joined)
+    differences = [float(np.abs(x.astype(int) - y).mean()) for x, y in zip(a, b)]
+    # The first frame of a part that started cold would be the raw painting, not the steadied one.
+    assert max(differences) < 3, differences
+
+
+def test_a_part_without_a_lead_in_starts_cold(tmp_path: Path) -> None:
+    """What the lead-in is for: without it, a part's first frame is not blended with what came
+    before, and differs from one pass's more than with it."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=16, width=96, height=64)
+
+    def jittery(frames: torch.Tensor) -> torch.Tensor:
+        # Brush strokes that boil: a different pattern every frame (what blending smooths).
+        # Seeded by each frame's own content, so a frame gets the same strokes in any batch.
+        noise = torch.stack([
+            torch.rand(frame.shape, generator=torch.Generator().manual_seed(int(frame.sum().item() * 1000) % 2**31)) for frame in frames
+        ])
+        return (0.7 * frames + 0.3 * noise).clamp(0, 1)
+
+    whole = tmp_path / "whole.mp4"
+    stylize_video(clip, whole, paint=jittery, crf=10)
+    first = {}
+    for lead in (0, 6):
+        part = tmp_path / f"part-{lead}.mp4"
+        stylize_video(clip, part, paint=jittery, frames=(8, None), lead_in=lead, audio=False, crf=10)
+        first[lead] = float(np.abs(decoded(whole)[8].astype(int) - decoded(part, limit=1)[0]).mean())
+    assert first[6] < 0.5 * first[0], first
+
+
+def test_parts_that_do_not_hold_the_clip_are_refused(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, width=64, height=48)
+    part = tmp_path / "part.mp4"
+    stylize_video(clip, part, paint=negative, frames=(0, 6), audio=False)
+    with pytest.raises(VideoError, match="fewer than the clip"):
+        join_video(clip, [part], tmp_path / "short.mp4")
+    with pytest.raises(VideoError, match="more than the clip"):
+        join_video(clip, [part, part, part], tmp_path / "long.mp4")
+    assert not (tmp_path / "short.mp4").exists() and not (tmp_path / "long.mp4").exists()
+    with pytest.raises(ValueError):
+        stylize_video(clip, part, paint=negative, frames=(6, 6))

@@ -42,7 +42,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -71,6 +71,7 @@ __all__ = [
     "VideoLimitError",
     "VideoReport",
     "check_limits",
+    "join_video",
     "output_size",
     "probe",
     "stylize_video",
@@ -356,6 +357,8 @@ class _Shot:
     pts: int
     duration: int
     repeat: int = 1
+    #: False for a lead-in shot of a part (painted and steadied, not written).
+    write: bool = True
 
 
 class _Reader:
@@ -824,6 +827,9 @@ def stylize_video(
     preset: str = "fast",
     progress: ProgressCallback | None = None,
     device: torch.device | str | None = None,
+    frames: tuple[int, int | None] | None = None,
+    lead_in: int = 0,
+    audio: bool = True,
 ) -> VideoReport:
     """Paint every frame of ``src`` with ``paint`` and write the clip to ``dst``.
 
@@ -841,9 +847,18 @@ def stylize_video(
     ``paint`` runs; the CPU when not given): 4 frames and 1 Mpx on the CPU, 16 and 16 Mpx on a
     GPU.
 
+    ``frames=(start, end)`` paints one part of the clip (for several machines to share a long
+    one, see :func:`join_video`): only the output frames ``start`` to ``end - 1`` (``end`` None:
+    to the last) are written; the ``lead_in`` frames before ``start`` are painted and steadied
+    but not written, so that the temporal blending arrives at the part's first frame carrying
+    what it would have carried in one pass (its state is an average over about ``1 / (1 - w)``
+    frames; a part that started cold would jump at the join). ``audio=False`` writes no sound.
+
     The file appears at ``dst`` only when complete (written next to it, then renamed).
     """
     src, dst = Path(src), Path(dst)
+    if frames is not None and (frames[0] < 0 or (frames[1] is not None and frames[1] <= frames[0]) or lead_in < 0):
+        raise ValueError(f"frames must be (start, end) with 0 <= start < end and lead_in >= 0, got {frames}, {lead_in}")
     fmt = OUTPUT_SUFFIXES.get(dst.suffix.lower())
     if fmt is None:
         raise VideoError(f"cannot write {dst.name}: use a .mp4, .m4v, .mov or .gif output file")
@@ -882,6 +897,12 @@ def stylize_video(
         expected = info.frames
         if max_seconds is not None and info.duration > 0:
             expected = min(info.frames, math.ceil(info.frames * max_seconds / info.duration))
+    if frames is not None:
+        start, stop = frames
+        shots = _window(shots, start=start, end=stop, lead_in=lead_in)
+        expected = max(1, (min(stop, expected) if stop is not None else expected) - start)
+    if not audio:
+        info = replace(info, has_audio=False)
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     # A hidden name next to dst, created by the muxer itself so the file gets the usual
@@ -907,6 +928,7 @@ def stylize_video(
     timings = {"paint": 0.0, "temporal": 0.0, "measure": 0.0}
     per_batch = max(1, min(batch_size, batch_pixels // (width * height)))
     painted = written = end = 0
+    begin: int | None = None
     try:
         for batch in _batches(shots, per_batch):
             images = [shot.image for shot in batch]
@@ -920,6 +942,10 @@ def stylize_video(
                     tick = time.perf_counter()
                     output = blender(shot.image, output)
                     timings["temporal"] += time.perf_counter() - tick
+                if not shot.write:
+                    continue  # a lead-in frame: it only primes the blender
+                if begin is None:
+                    begin = shot.pts
                 if meter is not None:
                     tick = time.perf_counter()
                     meter.add(shot.image, output)
@@ -940,7 +966,7 @@ def stylize_video(
         raise
     elapsed = time.perf_counter() - started
     out_frames = sink.frames
-    duration = float(end * time_base)
+    duration = float((end - (begin or 0)) * time_base) if frames is not None else float(end * time_base)
     report = VideoReport(
         source=info,
         output=dst,
@@ -962,6 +988,88 @@ def stylize_video(
         "%s -> %s: %d frames %dx%d in %.1f s (%.2f frames/s), flicker %s",
         src.name, dst.name, out_frames, width, height, elapsed, report.frames_per_second, report.flicker,
     )
+    return report
+
+
+def _window(shots: Iterator[_Shot], *, start: int, end: int | None, lead_in: int) -> Iterator[_Shot]:
+    """The shots ``start - lead_in`` to ``end - 1``, those before ``start`` marked not to be
+    written; decoding stops after ``end``."""
+    for index, shot in enumerate(shots):
+        if end is not None and index >= end:
+            return
+        if index >= start - lead_in:
+            shot.write = index >= start
+            yield shot
+
+
+class _PartFrames:
+    """A painter that paints nothing: it hands out the frames of already painted parts, in
+    order (what :func:`join_video` feeds through :func:`stylize_video`)."""
+
+    def __init__(self, parts: list[Path], *, width: int, height: int) -> None:
+        self.parts = parts
+        self.width, self.height = width, height
+        self._frames = self._read()
+        self.served = 0
+
+    def _read(self) -> Iterator[np.ndarray]:
+        for part in self.parts:
+            info = probe(part)
+            if (info.width, info.height) != (self.width, self.height):
+                raise VideoError(f"{part.name} is {info.width}x{info.height}, not the {self.width}x{self.height} of the clip")
+            reader = _Reader(info, width=self.width, height=self.height, max_seconds=None,
+                             limit_seconds=math.inf, limit_frames=10**9, limit_pixels=10**12)
+            for frame in reader.frames():
+                yield frame.image
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        images = []
+        for _ in range(batch.shape[0]):
+            image = next(self._frames, None)
+            if image is None:
+                raise VideoError(f"the parts hold {self.served} frames, fewer than the clip")
+            images.append(image)
+            self.served += 1
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def left_over(self) -> int:
+        return sum(1 for _ in self._frames)
+
+
+def join_video(
+    src: Path,
+    parts: list[Path],
+    dst: Path,
+    *,
+    size: int | None = None,
+    fps: float | None = None,
+    max_seconds: float | None = None,
+    limit_seconds: float = DEFAULT_LIMIT_SECONDS,
+    limit_frames: int = DEFAULT_LIMIT_FRAMES,
+    limit_pixels: int = DEFAULT_LIMIT_PIXELS,
+    crf: int = 20,
+    preset: str = "fast",
+    progress: ProgressCallback | None = None,
+) -> VideoReport:
+    """The painted clip from its parts (each written by :func:`stylize_video` with ``frames=``,
+    in order, covering every frame once): the frames of the parts with the timing and the sound
+    of ``src``, as one :func:`stylize_video` of ``src`` with the same ``size``/``fps``/
+    ``max_seconds`` would have written them (the source is decoded again for its timestamps;
+    nothing is painted or steadied here). :class:`VideoError` when the parts do not hold exactly
+    the clip's frames."""
+    info = probe(Path(src))
+    check_limits(info, max_seconds=max_seconds, fps=fps, limit_seconds=limit_seconds, limit_frames=limit_frames, limit_pixels=limit_pixels)
+    width, height = output_size(info, size)
+    frames = _PartFrames([Path(p) for p in parts], width=width, height=height)
+    report = stylize_video(
+        src, dst, paint=frames, size=size, fps=fps, max_seconds=max_seconds, temporal=False, measure_flicker=False,
+        limit_seconds=limit_seconds, limit_frames=limit_frames, limit_pixels=limit_pixels, crf=crf, preset=preset,
+        progress=progress,
+    )
+    extra = frames.left_over()
+    if extra:
+        Path(dst).unlink(missing_ok=True)
+        raise VideoError(f"the parts hold {extra} frames more than the clip")
     return report
 
 
