@@ -95,7 +95,7 @@ def test_timestamps_are_stored_in_utc_and_naive_ones_are_refused(engine: Engine)
         stored = session.scalar(select(Upload.expires_at))
     assert stored == datetime(2026, 11, 21, 12, 30, tzinfo=UTC) and stored.tzinfo is UTC
     with pytest.raises(StatementError, match="naive"), transaction(engine) as session:
-        session.add(OutboxEmail(to_addr="a@example.com", subject="s", text_body="t", next_attempt_at=datetime(2026, 1, 1)))
+        session.add(OutboxEmail(to_addr="a@example.com", subject="s", text_body="t", sent_at=datetime(2026, 1, 1)))
 
 
 def test_artworks_get_distinct_unguessable_tokens(engine: Engine) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Engine, MetaData, String, inspect
+import sqlalchemy as sa
+from sqlalchemy import Column, Engine, MetaData, String, inspect, select
 
-from atelier.store.db import Base, make_engine
+from atelier.store.db import Base, Job, OutboxEmail, UTCDateTime, make_engine, transaction
 from atelier.store.migrations import (
     current_revision,
     downgrade,
@@ -71,3 +73,30 @@ def test_upgrade_is_idempotent_and_downgrade_empties_the_database(empty_engine: 
     upgrade(empty_engine)
     assert _differences(empty_engine, Base.metadata) == []
 
+
+
+def test_mails_waiting_in_the_outbox_get_their_job_when_mail_moves_onto_the_queue(empty_engine: Engine) -> None:
+    # 0007: the outbox kept its own schedule (next_attempt_at); a mail pending or being sent at
+    # the upgrade must still go out, so each gets a mail.send job due when its try was.
+    upgrade(empty_engine, "0006")
+    due = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    outbox = sa.table(
+        "outbox", *(sa.column(c) for c in ("id", "dedupe_key", "to_addr", "subject", "text_body", "status", "attempts")),
+        sa.column("next_attempt_at", UTCDateTime()), sa.column("created_at", UTCDateTime()),
+    )
+    with empty_engine.begin() as conn:
+        for n, status in enumerate(["pending", "sending", "sent", "dead"], 1):
+            conn.execute(outbox.insert().values(
+                id=n, dedupe_key=f"k{n}", to_addr="ana@example.com", subject="s", text_body="t", status=status,
+                attempts=n - 1, next_attempt_at=due + timedelta(minutes=n), created_at=due,
+            ))
+    upgrade(empty_engine)
+    with transaction(empty_engine, read_only=True) as session:
+        jobs = session.scalars(select(Job).order_by(Job.id)).all()
+        rows = session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)).all()
+    assert [(j.kind, j.payload, j.status, j.run_at) for j in jobs] == [
+        ("mail.send", {"outbox_id": 1}, "queued", due + timedelta(minutes=1)),
+        ("mail.send", {"outbox_id": 2}, "queued", due + timedelta(minutes=2)),
+    ]
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0), ("pending", 1), ("sent", 2), ("dead", 3)]
+    assert _differences(empty_engine, Base.metadata) == []

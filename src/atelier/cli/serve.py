@@ -123,7 +123,7 @@ def worker(
     one_malloc_arena()
     from atelier.service.catalog_sync import start_catalog_watcher, sync_at_start
     from atelier.service.context import Services
-    from atelier.service.worker import start_worker_threads
+    from atelier.service.worker import start_mail_sender, start_worker_threads
 
     _log_info()
     settings = get_settings()
@@ -150,7 +150,7 @@ def worker(
         threads = start_worker_threads(services, concurrency, stop, kinds=kind or None)
         watcher = start_catalog_watcher(services, stop)
         if mail:
-            threads.append(services.mailer.start(stop))
+            threads.append(start_mail_sender(services, stop))
         print(f"atelier worker: {concurrency} worker(s) on {services.engine.url.render_as_string(hide_password=True)}", file=sys.stderr, flush=True)
         while not stop.wait(1.0):
             if not any(t.is_alive() for t in threads):

@@ -184,10 +184,10 @@ class Services:
 
     @cached_property
     def mailer(self) -> Mailer:
-        """Mail: the outbox table and how its rows leave (SMTP or the outbox folder)."""
+        """Mail: queued in the outbox, sent by ``mail.send`` jobs (SMTP or the outbox folder)."""
         from atelier.service.mail import Mailer
 
-        return self._once("mailer", lambda: Mailer.from_settings(self.settings, engine=self.engine, metrics=self.metrics))
+        return self._once("mailer", lambda: Mailer.from_settings(self.settings, metrics=self.metrics))
 
     @property
     def outbox_dir(self) -> Path:

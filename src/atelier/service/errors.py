@@ -31,5 +31,10 @@ class UnknownStyleError(StyleChoiceError):
     """A style name that is neither a filter nor a catalog style."""
 
 
+class PermanentJobError(Exception):
+    """A job that cannot succeed however often it is tried (the message is for the operator):
+    the worker fails it at once instead of retrying."""
+
+
 #: What the layers above show as it is: the art layer's refusals and the service's.
 REFUSALS: tuple[type[Exception], ...] = (ArtError, ServiceError)

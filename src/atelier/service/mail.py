@@ -1,34 +1,35 @@
-"""Email: written to the outbox table in the same transaction as the change it announces, then
-sent from there by a sender thread, so that a failed send is retried and never lost.
+"""Email: written to the outbox table in the same transaction as the change it announces, and
+sent by a job of the store's queue (kind ``mail.send``), so a failed send is retried and never lost.
 
-* :func:`queue_mail` renders a mail (HTML and plain text, in the recipient's language) and adds
-  it to the outbox in the caller's transaction; a ``dedupe_key`` makes a second call for the
-  same event (a job that ran twice) a no-op.
-* :class:`Mailer` sends what is due: it claims rows (a lease, like the job queue, so several
-  processes can send without sending a mail twice), hands each to the transport and records
-  the outcome. A temporary failure (server down, 4xx) is retried with exponential backoff; a
-  permanent one (5xx: the address does not exist) or ``ATELIER_MAIL_MAX_ATTEMPTS`` failures
-  mark the mail ``dead``, kept for the operator to see in /admin.
+* :meth:`Mailer.queue_mail` renders a mail (HTML and plain text, in the recipient's language)
+  and, in the caller's transaction, adds it to the outbox and queues its job; a ``dedupe_key``
+  makes a second call for the same event (a job that ran twice) a no-op.
+* :meth:`Mailer.send` is the job's handler: it hands the mail to the transport and records the
+  outcome on the outbox row (what the operator sees in /admin). The queue's contract does the
+  rest -- a lease, so several senders never send one mail at once; a temporary failure (server
+  down, 4xx) retried with the mailer's :class:`~atelier.store.queue.RetryPolicy`
+  (``ATELIER_MAIL_RETRY_SECONDS`` doubling, at most an hour); a permanent one (5xx: the address
+  does not exist) or ``ATELIER_MAIL_MAX_ATTEMPTS`` sends mark the mail ``dead``.
+  :func:`atelier.service.worker.start_mail_sender` runs a worker of this kind alone, so a long
+  painting never holds a mail up (the painting workers do not take mail jobs).
 * Transports: :class:`SmtpTransport` for ``ATELIER_SMTP_URL`` (``smtp://`` with optional
   STARTTLS, or ``smtps://``), :class:`FolderTransport` otherwise: ``.eml`` files in the outbox
   folder, with the links in the mail logged so a developer can click them.
 
 A mail can go out twice if a sender dies between the server's "250 OK" and recording it (the
-claim's lease then runs out and another sender retries): at-least-once, like the jobs.
+job's lease then runs out and another sender retries it): at-least-once, like every job; the
+retry carries the same Message-ID, so a server that got the first can drop the second.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 import smtplib
 import socket
 import ssl
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import cache
@@ -37,25 +38,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import jinja2
-from sqlalchemy import Engine, Table, and_, select, update
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from atelier.service import i18n
 from atelier.service.emails import EmailAddressError, validate_address
-from atelier.store.db import OutboxEmail, insert_new, utcnow
+from atelier.service.errors import PermanentJobError
+from atelier.service.lanes import priority_of
+from atelier.store import outbox
+from atelier.store.outbox import OutboxMail
+from atelier.store.queue import RetryPolicy, enqueue
 
 if TYPE_CHECKING:
     from atelier.config import Settings
     from atelier.service.metrics import Metrics
+    from atelier.service.worker import JobContext
 
 log = logging.getLogger(__name__)
 
-outbox = OutboxEmail.__table__
-assert isinstance(outbox, Table)
-
-#: How long a sender holds a claimed mail before another may retry it.
-SEND_LEASE = timedelta(minutes=5)
+#: The job kind that sends one mail of the outbox (its lane: atelier.service.lanes.MAIL; only
+#: the mail sender takes these jobs).
+MAIL_JOB = "mail.send"
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 
 
@@ -63,8 +65,8 @@ class MailError(Exception):
     """A send failed and may succeed later (the server is down, 4xx)."""
 
 
-class PermanentMailError(MailError):
-    """A send failed for good (the server refused the address: 5xx)."""
+class PermanentMailError(MailError, PermanentJobError):
+    """A send failed for good (the server refused the address: 5xx); its job fails at once."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,45 +287,6 @@ def render_mail(name: str, locale: str, **context: Any) -> RenderedMail:
 
 
 # ------------------------------------------------------------------------------------------------
-# the outbox table
-
-
-_wakeup = threading.Event()
-
-
-def queue_mail(
-    session: Session,
-    *,
-    to: str,
-    template: str,
-    locale: str,
-    dedupe_key: str | None = None,
-    **context: Any,
-) -> bool:
-    """Render a mail and add it to the outbox in the caller's transaction. False (and nothing
-    added) if a mail with ``dedupe_key`` is already there."""
-    mail = render_mail(template, locale, **context)
-    values = {
-        "dedupe_key": dedupe_key,
-        "to_addr": to,
-        "subject": mail.subject,
-        "text_body": mail.text,
-        "html_body": mail.html,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": utcnow(),
-        "created_at": utcnow(),
-    }
-    added = insert_new(session, outbox, values, unique=["dedupe_key"])
-    if added:
-        # In-process senders wake as soon as the mail is committed.
-        sa_event.listen(session, "after_commit", lambda _s: _wakeup.set(), once=True)
-    else:
-        log.info("mail %s already queued; not queueing it again", dedupe_key)
-    return added
-
-
-# ------------------------------------------------------------------------------------------------
 # transports
 
 
@@ -438,86 +401,68 @@ class FolderTransport:
 # the sender
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    id: int
-    to_addr: str
-    subject: str
-    text_body: str
-    html_body: str | None
-    attempts: int
-
-
-def backoff(attempts: int, rng: random.Random | None = None, *, first: float = 30.0) -> float:
-    """Seconds before the next try after ``attempts`` failures: ``first`` (30 s) doubling, at
-    most an hour, less up to a quarter at random so mails that failed together do not return
-    together."""
-    base = min(3600.0, first * 2 ** max(0, attempts - 1))
-    return base * (1.0 - 0.25 * (rng or random).random())
+def mail_retry(first_seconds: float = 30.0) -> RetryPolicy:
+    """Mail's backoff: ``first_seconds`` (ATELIER_MAIL_RETRY_SECONDS) doubling, at most an hour,
+    less up to a quarter at random so that mails that failed together do not return together."""
+    return RetryPolicy(base_seconds=first_seconds, factor=2.0, max_seconds=3600.0, jitter=0.25)
 
 
 class Mailer:
-    """Sends the outbox. Thread-safe; several processes may run one each."""
+    """Queues mails and sends them (the handler of ``mail.send`` jobs). Thread-safe."""
 
     def __init__(
         self,
-        engine: Engine,
         transport: Transport,
         *,
         mail_from: str,
         max_attempts: int = 10,
-        retry_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.engine = engine
         self.transport = transport
         self.mail_from = mail_from
         self.max_attempts = max_attempts
-        self.retry_seconds = retry_seconds
+        self.retry = retry or mail_retry()
         self.metrics = metrics
-        self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, engine: Engine, metrics: Metrics | None = None) -> Mailer:
+    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Mailer:
         transport: Transport
         if settings.smtp_url:
             transport = SmtpTransport(settings.smtp_url, starttls=settings.smtp_starttls, timeout=settings.smtp_timeout)
         else:
             transport = FolderTransport(settings.data_dir / "outbox")
         return cls(
-            engine,
             transport,
             mail_from=settings.mail_from,
             max_attempts=settings.mail_max_attempts,
-            retry_seconds=settings.mail_retry_seconds,
+            retry=mail_retry(settings.mail_retry_seconds),
             metrics=metrics,
         )
 
-    # -- one round ---------------------------------------------------------------------------
-
-    def claim(self, limit: int = 10) -> list[_Claimed]:
-        """Take up to ``limit`` due mails (pending, or claimed by a sender whose lease ran out)."""
-        now = self.clock()
-        due = (
-            select(outbox.c.id)
-            .where(outbox.c.status.in_(("pending", "sending")), outbox.c.next_attempt_at <= now)
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
+    def queue_mail(
+        self,
+        session: Session,
+        *,
+        to: str,
+        template: str,
+        locale: str,
+        dedupe_key: str | None = None,
+        **context: Any,
+    ) -> bool:
+        """Render a mail, add it to the outbox and queue its job, in the caller's transaction.
+        False (and nothing added) if a mail with ``dedupe_key`` is already there."""
+        mail = render_mail(template, locale, **context)
+        outbox_id = outbox.add(
+            session, dedupe_key=dedupe_key, to_addr=to, subject=mail.subject, text_body=mail.text, html_body=mail.html
         )
-        if self.engine.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        statement = (
-            update(outbox)
-            .where(outbox.c.id.in_(due.scalar_subquery()))
-            .values(status="sending", attempts=outbox.c.attempts + 1, next_attempt_at=now + SEND_LEASE)
-            .returning(outbox.c.id, outbox.c.to_addr, outbox.c.subject, outbox.c.text_body, outbox.c.html_body, outbox.c.attempts)
-        )
-        with self.engine.begin() as conn:
-            rows = conn.execute(statement).all()
-        return sorted((_Claimed(*row) for row in rows), key=lambda m: m.id)
+        if outbox_id is None:
+            log.info("mail %s already queued; not queueing it again", dedupe_key)
+            return False
+        enqueue(session, MAIL_JOB, {"outbox_id": outbox_id}, priority=priority_of(MAIL_JOB), max_attempts=self.max_attempts)
+        return True
 
-    def message(self, mail: _Claimed) -> EmailMessage:
+    def message(self, mail: OutboxMail) -> EmailMessage:
         try:
             # Checked at the door too; a row from before that check, or from any other path,
             # is refused for good here (a retry cannot make an address valid).
@@ -539,90 +484,38 @@ class Mailer:
             message.add_alternative(mail.html_body, subtype="html")
         return message
 
-    def send_due(self, limit: int = 10) -> int:
-        """Send what is due; the number of mails sent."""
-        sent = 0
-        for mail in self.claim(limit):
-            try:
-                where = self.transport.send(self.message(mail))
-            except PermanentMailError as exc:
-                self._settle(mail, "dead", error=str(exc))
+    def send(self, ctx: JobContext) -> dict[str, Any]:
+        """The ``mail.send`` job: send the outbox row the payload names, record the outcome."""
+        engine = ctx.services.engine
+        mail = outbox.mail_to_send(engine, int(ctx.payload["outbox_id"]))
+        if mail is None:  # sent by an earlier run of this job, or the row is gone
+            return {"outbox_id": ctx.payload["outbox_id"], "sent": False}
+        attempts = ctx.job.attempts
+        try:
+            where = self.transport.send(self.message(mail))
+        except Exception as exc:  # noqa: BLE001 - MailError, or anything the transport threw
+            final = ctx.is_final_failure(exc)
+            outbox.record_failure(engine, mail.id, attempts=attempts, error=str(exc), dead=final)
+            if isinstance(exc, PermanentMailError):
                 log.error("mail %s to %s refused for good: %s", mail.id, mail.to_addr, exc)
-                self._count("dead")
-                continue
-            except Exception as exc:  # noqa: BLE001 - MailError, or anything the transport threw
-                if mail.attempts >= self.max_attempts:
-                    self._settle(mail, "dead", error=str(exc))
-                    log.error("mail %s to %s given up after %d attempts: %s", mail.id, mail.to_addr, mail.attempts, exc)
-                    self._count("dead")
-                else:
-                    delay = backoff(mail.attempts, first=self.retry_seconds)
-                    self._settle(mail, "pending", error=str(exc), retry_in=delay)
-                    log.warning("mail %s to %s failed (%s); retrying in %.0f s", mail.id, mail.to_addr, exc, delay)
-                    self._count("retry")
-                continue
-            self._settle(mail, "sent")
-            self._count("sent")
-            sent += 1
-            log.info("mail %s sent to %s via %s", mail.id, mail.to_addr, where)
-        return sent
-
-    def _settle(self, mail: _Claimed, status: str, *, error: str | None = None, retry_in: float = 0.0) -> None:
-        now = self.clock()
-        values: dict[str, Any] = {"status": status, "last_error": error[-2000:] if error else None}
-        if status == "sent":
-            values["sent_at"] = now
-        if status == "pending":
-            values["next_attempt_at"] = now + timedelta(seconds=retry_in)
-        # Fenced on the attempt number: a sender whose claim ran out and was retried by another
-        # does not overwrite the other's outcome.
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(outbox)
-                .where(and_(outbox.c.id == mail.id, outbox.c.status == "sending", outbox.c.attempts == mail.attempts))
-                .values(**values)
-            )
+            elif final:
+                log.error("mail %s to %s given up after %d attempts: %s", mail.id, mail.to_addr, attempts, exc)
+            else:
+                log.warning("mail %s to %s failed (%s: %s); tried again after the backoff", mail.id, mail.to_addr, type(exc).__name__, exc)
+            self._count("dead" if final else "retry")
+            raise
+        outbox.record_sent(engine, mail.id, attempts=attempts)
+        self._count("sent")
+        log.info("mail %s sent to %s via %s", mail.id, mail.to_addr, where)
+        return {"outbox_id": mail.id, "sent": True}
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.mails.labels(outcome).inc()
 
-    # -- the thread -----------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event, *, interval: float = 2.0) -> None:
-        """Send due mails until ``stop`` is set, waking when a mail is queued in this process
-        and every ``interval`` seconds otherwise (other processes, retries coming due)."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                while self.send_due() and not stop.is_set():
-                    pass
-            except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
-                failures += 1
-                # A traceback for the first failure of an outage, one line for the next ones.
-                log.warning(
-                    "mail sender: could not read the outbox (%s: %s); try %d",
-                    type(exc).__name__, (str(exc).strip().splitlines() or [""])[0], failures, exc_info=failures == 1,
-                )
-            else:
-                if failures:
-                    log.warning("mail sender: the outbox answers again after %d failed tries", failures)
-                failures = 0
-            _wakeup.wait(interval)
-            _wakeup.clear()
-
-    def start(self, stop: threading.Event, *, interval: float = 2.0) -> threading.Thread:
-        def wake_on_stop() -> None:
-            stop.wait()
-            _wakeup.set()
-
-        thread = threading.Thread(target=self.run, args=(stop,), kwargs={"interval": interval}, name="mail-sender", daemon=True)
-        thread.start()
-        threading.Thread(target=wake_on_stop, name="mail-sender-stop", daemon=True).start()
-        return thread
-
 
 __all__ = [
+    "MAIL_JOB",
     "FolderTransport",
     "MailError",
     "MailTemplate",
@@ -631,8 +524,7 @@ __all__ = [
     "RenderedMail",
     "SmtpTransport",
     "TEMPLATES",
-    "backoff",
-    "queue_mail",
+    "mail_retry",
     "register_template",
     "render_mail",
 ]

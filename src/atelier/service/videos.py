@@ -247,11 +247,9 @@ def _delivered(ctx: JobContext, report: Any, info: Any, **extra: Any) -> dict[st
     payload, services = ctx.payload, ctx.services
     key = video_key(payload["video_id"])
     if payload.get("email"):
-        from atelier.service.mail import queue_mail
-
         link = services.blobs.presigned_get(key, expires_in=VIDEO_LINK_DAYS * 86400, filename="atelier-video.mp4")
         with transaction(services.engine) as session:
-            queue_mail(
+            services.mailer.queue_mail(
                 session,
                 to=payload["email"],
                 template="video_ready",

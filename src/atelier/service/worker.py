@@ -43,14 +43,14 @@ from typing import Any
 from PIL import Image
 
 from atelier.art.errors import ArtError, ModelError
-from atelier.service.errors import ServiceError
+from atelier.service.errors import PermanentJobError, ServiceError
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Eta, Progress, ProgressMeter
 from atelier.service import lanes
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
 from atelier.store.errors import LeaseLostError, StorageUnavailableError
-from atelier.store.queue import Heartbeat, JobInfo
+from atelier.store.queue import Heartbeat, JobInfo, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,6 @@ PROGRESS_INTERVAL = 0.5
 #: Seconds between two looks for waiting work of a higher priority, from a running job that
 #: may step aside for it (a read of the queue; a painting reports every iteration).
 YIELD_CHECK_INTERVAL = 1.0
-
-
-class PermanentJobError(Exception):
-    """The job cannot succeed however often it is tried (the message is for the operator)."""
 
 
 class JobInterrupted(Exception):
@@ -330,14 +326,16 @@ class JobContext:
 
 #: Longest wait between two tries of a worker that cannot reach the database.
 OUTAGE_BACKOFF_MAX = 15.0
+#: The queue's backoff formula with the outage's numbers: 0.5 s doubling up to
+#: :data:`OUTAGE_BACKOFF_MAX`, no jitter. Short at first (a restart takes seconds), bounded so
+#: that the worker is back within seconds of the database; every worker of a fleet retrying at
+#: full speed would hammer a database that is coming back up.
+OUTAGE_RETRY = RetryPolicy(base_seconds=0.5, factor=2.0, max_seconds=OUTAGE_BACKOFF_MAX, jitter=0.0)
 
 
 def outage_backoff(failures: int) -> float:
-    """Seconds to wait after ``failures`` failed tries in a row to reach the queue: 0.5 s
-    doubling up to :data:`OUTAGE_BACKOFF_MAX`. Short at first (a restart takes seconds), bounded
-    so that the worker is back within seconds of the database; every worker of a fleet retrying
-    at full speed would hammer a database that is coming back up."""
-    return min(OUTAGE_BACKOFF_MAX, 0.5 * 2 ** max(0, failures - 1))
+    """Seconds to wait after ``failures`` failed tries in a row to reach the queue."""
+    return OUTAGE_RETRY.delay(failures)
 
 
 def default_worker_id() -> str:
@@ -356,8 +354,11 @@ class Worker:
         handlers: dict[str, Handler] | None = None,
         idle_wait: float = 2.0,
         presence_interval: float = 15.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.services = services
+        #: The backoff between attempts of a failed job; None: the queue's own.
+        self.retry = retry
         self.handlers = handlers if handlers is not None else load_handlers()
         self.kinds = list(kinds) if kinds else sorted(self.handlers)
         unknown = [k for k in self.kinds if k not in self.handlers]
@@ -494,7 +495,8 @@ class Worker:
             log.warning("job %s (%s) failed for good: %s", job.id, job.kind, message)
         else:
             log.exception("job %s (%s) failed (attempt %d/%d)", job.id, job.kind, job.attempts, job.max_attempts)
-        status = self.services.queue.fail(job.id, self.worker_id, message, retry=not permanent)
+        retry_in = self.retry.delay(job.attempts) if self.retry is not None else None
+        status = self.services.queue.fail(job.id, self.worker_id, message, retry=not permanent, retry_in=retry_in)
         if status is None:
             return "lost"
         return {"queued": "retry"}.get(status, status)
@@ -558,3 +560,18 @@ def start_worker_threads(services: Services, count: int, stop: threading.Event, 
         thread.start()
         threads.append(thread)
     return threads
+
+
+def start_mail_sender(services: Services, stop: threading.Event) -> threading.Thread:
+    """The mail sender: a worker of ``mail.send`` jobs alone, with the mailer's backoff, as a
+    daemon thread of this process; it ends when ``stop`` is set."""
+    from atelier.service.mail import MAIL_JOB
+
+    mailer = services.mailer
+    worker = Worker(
+        services, kinds=[MAIL_JOB], handlers={MAIL_JOB: mailer.send}, retry=mailer.retry,
+        worker_id=f"{default_worker_id()}:mail",
+    )
+    thread = threading.Thread(target=worker.run, args=(stop,), name="mail-sender", daemon=True)
+    thread.start()
+    return thread

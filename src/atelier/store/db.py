@@ -246,10 +246,10 @@ class ProcessedEvent(Base):
 
 
 class OutboxEmail(Base):
-    """An email to send, written in the same transaction as the change it announces."""
+    """An email to send, written in the same transaction as the change it announces; a
+    ``mail.send`` job (atelier.service.mail) sends it and records here what became of it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # At-least-once jobs may run twice; a dedupe key (e.g. "artwork:12:preview") keeps the
@@ -260,8 +260,7 @@ class OutboxEmail(Base):
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | dead
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # sends tried (its job's attempts)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -321,7 +320,12 @@ def is_sqlite(bind: Engine | Connection | Session) -> bool:
 
 def insert_new(session: Session, table: Any, values: dict[str, Any], *, unique: list[str]) -> bool:
     """INSERT ``values`` into ``table`` unless a row with the same ``unique`` columns exists
-    (ON CONFLICT DO NOTHING, SQLite and PostgreSQL alike); whether a row was added.
+    (ON CONFLICT DO NOTHING, SQLite and PostgreSQL alike); whether a row was added."""
+    return added_key(session, table, values, unique=unique) is not None
+
+
+def added_key(session: Session, table: Any, values: dict[str, Any], *, unique: list[str]) -> Any | None:
+    """:func:`insert_new`, returning the new row's primary key (None if the row was there).
 
     RETURNING rather than rowcount: psycopg reports no rowcount for INSERT .. ON CONFLICT, so a
     rowcount check takes every new row for a duplicate on PostgreSQL.
@@ -331,7 +335,8 @@ def insert_new(session: Session, table: Any, values: dict[str, Any], *, unique: 
 
     insert = sqlite_insert if is_sqlite(session) else pg_insert
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique).returning(*table.primary_key.columns)
-    return session.execute(statement).first() is not None
+    row = session.execute(statement).first()
+    return None if row is None else row[0]
 
 
 #: Seconds to wait for PostgreSQL to accept a connection.

@@ -54,7 +54,9 @@ class Background:
 
             self.threads += start_worker_threads(self.services, self.workers, self.stop)
         if self.mail:
-            self.threads.append(self.services.mailer.start(self.stop))
+            from atelier.service.worker import start_mail_sender
+
+            self.threads.append(start_mail_sender(self.services, self.stop))
         if self.threads:
             log.info("started %d worker thread(s)%s", self.workers, " and the mail sender" if self.mail else "")
 

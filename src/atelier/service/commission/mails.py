@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from atelier.service.context import Services
-from atelier.service.mail import queue_mail
 from atelier.store.db import Artwork
 
 
@@ -16,7 +15,7 @@ def mail_owner(services: Services, session: Session, artwork: Artwork, *, templa
     transaction; once per artwork and ``event`` however often the caller runs (a dedupe key).
     Every mail names the style (its title, or its name once it has left the catalog)."""
     entry = services.catalog.get(artwork.style)
-    queue_mail(
+    services.mailer.queue_mail(
         session,
         to=artwork.owner_email,
         template=template,
