@@ -282,3 +282,26 @@ def test_the_api_reference_speaks_the_page_language_and_its_switch_stays_on_it(c
 def test_an_unknown_address_is_the_404_page_itself_not_a_redirect_to_one(client: TestClient) -> None:
     response = client.get("/no-such-page", follow_redirects=False)
     assert response.status_code == 404 and "Nothing here" in response.text
+
+
+def test_a_commission_page_without_styles_names_the_catalog_s_paintings_still_to_come(client: TestClient) -> None:
+    # A server set up offline: no painting downloaded, so nothing to order yet -- but the page
+    # says what is coming, in the visitor's language, instead of standing empty.
+    page = client.get("/es/commission").text
+    assert "Este servidor todavía no tiene estilos elegidos a mano." in page
+    assert "Estilos en camino" in page and "La noche estrellada" in page and "Vincent van Gogh, 1889" in page
+    assert 'name="style"' not in page  # nothing to choose that cannot be painted
+
+
+def test_the_commission_page_names_only_the_styles_whose_painting_is_missing(
+    commission_client: TestClient, services: Services
+) -> None:
+    # One style installed, one folder left by an offline `atelier setup` (its file, no painting):
+    # that one is named; the shipped styles the operator never asked for are not.
+    (services.settings.styles_path / "great_wave").mkdir(parents=True)
+    shipped = Path(__file__).resolve().parents[2] / "src" / "atelier" / "catalog" / "great_wave" / "style.toml"
+    (services.settings.styles_path / "great_wave" / "style.toml").write_text(shipped.read_text())
+    page = commission_client.get("/en/commission").text
+    assert 'id="style-starry-night"' in page
+    assert "More styles soon" in page and "The Great Wave" in page
+    assert "The Kiss" not in page

@@ -169,13 +169,15 @@ class Catalog:
         return [e for e in self.entries() if e.commission]
 
     def awaiting(self) -> list[Style]:
-        """Catalog styles whose painting is not on this machine yet (the shipped ones not
-        downloaded, and folders whose painting is missing), by name: the commission page names
-        them, so a server set up offline does not look empty."""
+        """Catalog styles whose painting is not on this machine yet, by name: the commission
+        page names them, so a server set up offline does not look empty. Those are the style
+        folders whose painting is missing (`atelier setup` writes a style's file before it
+        fetches the painting) and, while no style can be commissioned at all, the shipped
+        catalog's; an operator who keeps only styles of their own is not shown the others."""
         from atelier.install.styles import load_catalog, shipped_styles
 
         installed = {e.name for e in self.entries() if e.kind == "painting"}
-        found = {s.name: s for s in shipped_styles()}
+        found = {} if self.commissionable() else {s.name: s for s in shipped_styles()}
         found |= {s.name: s for s in load_catalog(self.styles_dir, include_missing=True)}
         return [found[name] for name in sorted(found) if name not in installed and not found[name].installed]
 
