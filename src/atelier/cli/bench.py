@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,6 +232,29 @@ def video(
             loader, clip=clip, size=size, frames=frames, engines=only or DEFAULT_ENGINES, repeat=repeat
         )
         emit(rows, as_json=as_json, title=f"Video on {_machine(loader.device)}")
+
+
+@bench_app.command("video-parts")
+def video_parts(
+    clip: Path = typer.Option(..., "--clip", exists=True, dir_okay=False, help="A short clip to loop (e.g. ../shared/video/cutBunny.mp4)."),
+    seconds: float = typer.Option(60.0, min=2, help="Length of the clip painted."),
+    workers: int = typer.Option(3, min=2, help="Worker processes (and parts) of the split run."),
+    size: int = typer.Option(256, min=16, help="Longest side of the painted frames."),
+    style: str = typer.Option("candy", help="A filter or catalog style."),
+    threads: int | None = typer.Option(None, min=1, help="Threads per worker (default: the cores shared among the workers)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """A long clip painted by one worker as one job, then by N worker processes in N parts, in
+    one run: the wall times, and the flicker at the joins against inside the parts."""
+    from atelier.bench.video_parts import bench_video_parts
+
+    settings = get_settings()
+    with refusals():
+        rows = bench_video_parts(
+            clip=clip, seconds=seconds, workers=workers, size=size, style=style, threads=threads,
+            models_dir=settings.models_path, styles_dir=settings.styles_path,
+        )
+        emit(rows, as_json=as_json, title=f"A {seconds:g} s clip in parts on {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
 
 
 def _machine(device) -> str:  # type: ignore[no-untyped-def]

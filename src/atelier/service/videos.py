@@ -219,6 +219,9 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
                 paint=paint,
                 size=size,
                 temporal=settings.video_temporal,
+                # The flicker figure costs a flow pair per frame and nobody reads it here
+                # (atelier render and atelier bench report it).
+                measure_flicker=False,
                 limit_seconds=settings.video_max_seconds,
                 limit_frames=settings.video_max_frames,
                 limit_pixels=settings.video_max_pixels,
