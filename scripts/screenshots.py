@@ -2,7 +2,8 @@
 (1280x800): the instant journey (empty, painted, every style on the photo, an error), the
 commission journey (the form, a bounced form, the status page while it paints and when it is
 done, the preview before and after paying, the demo checkout, the receipt while the HD version
-paints and once delivered), a video, the API reference and the 404 page.
+paints and once delivered), a video, the operator's view (/admin), the API reference and the
+404 page.
 
     scripts/screenshots                 # all of them, into docs/images/pages/
     scripts/screenshots --only instant  # the pages whose name starts with "instant"
@@ -42,6 +43,8 @@ CHROMIUM = "/usr/bin/chromium"
 SPANISH = ("instant-2", "instant-4", "commission-2", "commission-5", "commission-8", "commission-9")
 #: Short recipes: the commission pages, not the painting, are what these pictures show.
 RECIPE = "96x30,192x30"
+#: The operator's password on the scratch server.
+ADMIN_TOKEN = "screenshots-only-admin-token"
 
 
 def _free_port() -> int:
@@ -97,7 +100,8 @@ def server(data: Path) -> Iterator[str]:
     port = _free_port()
     env = dict(os.environ, ATELIER_DATA_DIR=str(data), ATELIER_STYLES_DIR=str(styles),
                ATELIER_MODELS_DIR=os.environ.get("ATELIER_MODELS_DIR", str(SHARED / "models")),
-               ATELIER_PREVIEW_MAX_SIZE="256", ATELIER_PUBLIC_URL=f"http://127.0.0.1:{port}")
+               ATELIER_PREVIEW_MAX_SIZE="256", ATELIER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+               ATELIER_ADMIN_TOKEN=ADMIN_TOKEN)
     log = open(data / "server.log", "wb")
     process = subprocess.Popen([str(REPO / ".venv/bin/atelier"), "serve", "--port", str(port), "--workers", "1"],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -248,7 +252,7 @@ def commission(shots: Shots, browser: Any, base: str, data: Path, files: dict[st
 
 
 def others(shots: Shots, browser: Any, base: str, files: dict[str, Path], lang: str, width: str) -> None:
-    """A video, the API reference and the 404 page."""
+    """A video, the operator's view, the API reference and the 404 page."""
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport=WIDTHS[width], locale={"en": "en-GB", "es": "es-ES"}[lang])
@@ -259,6 +263,12 @@ def others(shots: Shots, browser: Any, base: str, files: dict[str, Path], lang: 
         expect(page.locator("[data-video-player]")).to_be_visible(timeout=600_000)
         page.wait_for_timeout(1500)
         shots.take(page, f"video-{width}-{lang}", full=False)
+    if shots.wanted("admin") and lang == "en":  # the operator's view is in English only
+        page.goto(f"{base}/admin")
+        page.fill("#token", ADMIN_TOKEN)
+        page.locator("form button[type=submit]").click()
+        expect(page).to_have_url(re.compile(r"/admin/?$"))
+        shots.take(page, f"admin-{width}-{lang}")
     if shots.wanted("docs"):
         page.goto(f"{base}/{lang}/docs")
         shots.take(page, f"docs-{width}-{lang}", full=False)
@@ -295,7 +305,7 @@ def main() -> None:
                         instant(shots, browser, base, files, lang, width)
                     if shots.wanted("commission"):
                         commission(shots, browser, base, data, files, lang, width)
-                    if any(shots.wanted(name) for name in ("video", "docs", "not-found")):
+                    if any(shots.wanted(name) for name in ("video", "admin", "docs", "not-found")):
                         others(shots, browser, base, files, lang, width)
             browser.close()
     finally:
