@@ -22,6 +22,7 @@ from atelier.service.artworks import (
     read_preview,
 )
 from atelier.service import lanes
+from atelier.service.progress import PREVIEW_SHARE
 from atelier.service.context import Services
 from atelier.service.worker import Worker
 from atelier.store.db import Artwork, Job, OutboxEmail, Upload, transaction
@@ -124,7 +125,11 @@ def test_the_worker_paints_stores_and_mails_the_link_once(services: Services, ph
     worker = Worker(services, worker_id="w1")
     assert worker.run_once() == "done"
     done = get_artwork(services, view.id)
-    assert done is not None and done.status == ArtworkStatus.PREVIEW_READY and done.progress == 1.0
+    assert done is not None and done.status == ArtworkStatus.PREVIEW_READY
+    # The preview's own job is done; the commission's whole bar stands at the preview's share
+    # (the HD picture fills the rest once paid for: the bar never goes back).
+    assert done.job is not None and (done.job.progress, done.job.stage) == (1.0, "done")
+    assert done.progress == PREVIEW_SHARE
     assert done.previews >= 1
     with transaction(services.engine, read_only=True) as session:
         artwork = session.scalars(select(Artwork)).one()

@@ -32,7 +32,7 @@ def used_messages() -> set[str]:
 
     # extract_from_dir yields (file, line, message, ...), extract (line, message, ...).
     add(extract_from_dir(str(SRC / "web" / "templates"), method_map=[("**.html", "jinja2")], keywords=KEYWORDS), 2)
-    for module in [*(SRC / "web").glob("*.py"), SRC / "service" / "catalog.py", SRC / "service" / "mail.py", SRC / "service" / "pricing.py"]:
+    for module in [*(SRC / "web").glob("*.py"), SRC / "service" / "catalog.py", SRC / "service" / "mail.py", SRC / "service" / "pricing.py", SRC / "service" / "progress.py"]:
         with open(module, "rb") as source:
             add(extract("python", source, keywords=PY_KEYWORDS), 1)
     for template in TEMPLATES.values():

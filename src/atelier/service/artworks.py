@@ -30,6 +30,7 @@ from atelier.service.commission.status import ArtworkStatus
 from atelier.service.context import Services
 from atelier.service.emails import EmailAddressError, validate_address
 from atelier.service.errors import ServiceError
+from atelier.service.progress import JobProgress, commission_fraction, describe, finished
 from atelier.service.uploads import get_upload, store_upload
 from atelier.store.db import Artwork, JobStatus, Upload, transaction
 from atelier.service.lanes import priority_of
@@ -59,19 +60,31 @@ class ArtworkView:
     preview_ready_at: datetime | None
     #: The mailed link's token, once the preview exists (its page is the status page's next step).
     preview_token: str | None = None
+    #: The job the commission is at (the HD job once paid for, else the preview's), as
+    #: atelier.service.progress describes it, and which of the two it is ("preview" or "hd").
+    job: JobProgress | None = None
+    phase: str = "preview"
 
     def public(self, services: Services, *, locale: str | None = None) -> dict[str, Any]:
         entry = services.catalog.get(self.style)
         lang = locale or self.locale
+        job = self.job.public(lang) if self.job is not None else None
         return {
             "id": self.id,
             "status": self.status,
             "style": self.style,
             "style_title": entry.title(lang) if entry is not None else self.style,
+            # The whole commission's fraction (preview then HD): never goes down.
             "progress": round(self.progress, 4),
             "stage": self.stage,
+            "stage_text": job["stage_text"] if job else None,
+            "pass": job["pass"] if job else None,
+            "passes": job["passes"] if job else None,
+            "eta_seconds": job["eta_seconds"] if job else None,
             "position": self.position,
-            "progress_image_url": f"/api/v1/artworks/{self.id}/progress.jpg?n={self.previews}" if self.previews else None,
+            "job": job | {"phase": self.phase} if job else None,
+            "preview_url": f"/a/{self.preview_token}/preview.jpg" if self.preview_token else None,
+            "progress_image_url": f"/api/v1/artworks/{self.id}/progress.jpg?job={self.phase}&n={self.previews}" if self.previews else None,
             "status_url": f"/api/v1/artworks/{self.id}",
             "events_url": f"/api/v1/artworks/{self.id}/events",
             "page_url": f"/{lang}/artworks/{self.id}",
@@ -160,26 +173,34 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
         artwork = _find(session, public_id)
         if artwork is None:
             return None
-        row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at)
+        row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at, (artwork.parameters or {}).get("hd_job_id"))
         token = artwork.preview_token if artwork.preview_key else None
-    _, pid, status, style, locale, created_at, job_id, ready_at = row
+    _, pid, status, style, locale, created_at, job_id, ready_at, hd_job_id = row
     job = services.queue.get(job_id) if job_id is not None else None
-    progress, stage, position, previews, error = 0.0, None, None, 0, None
+    hd_job = services.queue.get(int(hd_job_id)) if hd_job_id is not None and status in ArtworkStatus.SOLD else None
+    stage, position, previews, error = None, None, 0, None
+    preview_done = status == ArtworkStatus.PREVIEW_READY or status in ArtworkStatus.SOLD
+    preview_progress = describe(services, job) if job is not None else None
+    hd_progress = describe(services, hd_job) if hd_job is not None else None
+    if preview_done and preview_progress is not None:
+        preview_progress = finished(preview_progress)
+    if status == ArtworkStatus.DELIVERED and hd_progress is not None:
+        hd_progress = finished(hd_progress)
+    # The status follows the job the commission is at: the HD job once paid for.
+    current, phase = (hd_progress, "hd") if hd_progress is not None else (preview_progress, "preview")
+    if current is not None:
+        stage, position, previews = current.stage, current.position, current.previews
     if job is not None:
-        detail = job.progress_detail or {}
-        progress = job.progress
-        stage = detail.get("stage")
-        previews = int(detail.get("previews") or 0)
-        if job.status == JobStatus.QUEUED:
-            position = services.queue.position(job.id)
-            if job.attempts > 0:
-                stage = "retrying"
         if job.status in (JobStatus.DEAD, JobStatus.FAILED, JobStatus.CANCELLED) and status not in ArtworkStatus.FINAL:
             status = ArtworkStatus.FAILED
         if status == ArtworkStatus.FAILED:
             error = "painting failed"
-    if status == ArtworkStatus.PREVIEW_READY or status in ArtworkStatus.SOLD:
-        progress = 1.0
+    progress = commission_fraction(
+        preview_progress,
+        hd_progress,
+        preview_done=preview_done,
+        delivered=status == ArtworkStatus.DELIVERED,
+    )
     return ArtworkView(
         id=pid,
         status=status,
@@ -193,17 +214,22 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
         error=error,
         preview_ready_at=ready_at,
         preview_token=token,
+        job=current,
+        phase=phase,
     )
 
 
-def progress_image(services: Services, public_id: str) -> bytes | None:
-    """The latest intermediate picture of an artwork being painted, if any."""
+def progress_image(services: Services, public_id: str, *, phase: str = "preview") -> bytes | None:
+    """The latest intermediate picture of an artwork being painted, if any: of its preview,
+    or of its HD picture (``phase="hd"``, watermarked like the preview's)."""
     with transaction(services.engine, read_only=True) as session:
         artwork = _find(session, public_id)
         job_id = artwork.job_id if artwork is not None else None
+        if artwork is not None and phase == "hd":
+            job_id = (artwork.parameters or {}).get("hd_job_id") if artwork.status in ArtworkStatus.SOLD else None
     if job_id is None:
         return None
-    job = services.queue.get(job_id)
+    job = services.queue.get(int(job_id))
     if job is None or not job.preview_key:
         return None
     try:

@@ -40,15 +40,34 @@ EVENT_POLL = 1.0
 KEEPALIVE = 15.0
 
 
+class JobOut(BaseModel):
+    kind: str = Field(description="The job kind (artwork.preview, artwork.hd).")
+    phase: str = Field(description="preview or hd: which of the commission's two paintings.")
+    status: str = Field(description="queued, running, done, failed, dead or cancelled.")
+    progress: float = Field(description="This job's own fraction, 0..1; never goes down.")
+    stage: str | None
+    stage_text: str | None
+    pass_: int | None = Field(default=None, alias="pass")
+    passes: int | None
+    eta_seconds: float | None
+    position: int | None
+
+
 class ArtworkOut(BaseModel):
     id: str = Field(description="The artwork's id (random; keep it to follow the painting).")
     status: str = Field(description="queued, painting, preview_ready or failed; after a sale paid, hd_painting, delivered.")
     style: str
     style_title: str
-    progress: float = Field(description="0..1")
-    stage: str | None
+    progress: float = Field(description="0..1 for the whole commission, the preview (its first fifth) then the HD picture; never goes down.")
+    stage: str | None = Field(description="What the current job does: queued, starting, pass 2/3, upscale, paused, done...")
+    stage_text: str | None = Field(default=None, description="The stage in words, in the reader's language (\"Painting, 2 of 3 passes\").")
+    pass_: int | None = Field(default=None, alias="pass", description="The pass being painted (from 1).")
+    passes: int | None = Field(default=None, description="How many passes the painting has.")
+    eta_seconds: float | None = Field(default=None, description="Seconds until the current job is done (waiting included), an estimate that improves as it paints.")
     position: int | None = Field(description="Place in the queue while queued (1 = next).")
-    progress_image_url: str | None = Field(description="The latest intermediate picture, while painting.")
+    job: JobOut | None = Field(default=None, description="The job the commission is at: the preview's, then the HD picture's once paid for.")
+    preview_url: str | None = Field(default=None, description="The watermarked preview picture, once it exists.")
+    progress_image_url: str | None = Field(description="The latest intermediate picture of the current job, while painting.")
     status_url: str
     events_url: str = Field(description="Server-sent events with the same fields as they change.")
     page_url: str
@@ -134,8 +153,9 @@ async def artwork_events(services: ServicesDep, request: Request, artwork_id: st
 
 
 @router.get("/api/v1/artworks/{artwork_id}/progress.jpg", response_class=Response, summary="The latest intermediate picture")
-def artwork_progress_image(services: ServicesDep, artwork_id: str) -> Response:
-    data = progress_image(services, artwork_id)
+def artwork_progress_image(services: ServicesDep, artwork_id: str, job: str = "preview") -> Response:
+    """``job=hd``: the HD picture's (watermarked like the preview's) rather than the preview's."""
+    data = progress_image(services, artwork_id, phase="hd" if job == "hd" else "preview")
     if data is None:
         raise ApiError(404, "not_found", "no picture yet")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

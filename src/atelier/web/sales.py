@@ -290,7 +290,8 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
     artwork = get_artwork(services, view.public_id)
     public = artwork.public(services, locale=locale) if artwork is not None else {}
     picture = f"/a/{artwork.preview_token}/preview.jpg" if artwork is not None and artwork.preview_token else None
-    hd = public.get("job") == "hd" and state in ("paid", "hd_painting")
+    job = public.get("job") or {}
+    hd = job.get("phase") == "hd" and state in ("paid", "hd_painting")
     return render(
         request,
         "receipt.html",
@@ -307,7 +308,8 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         preview_page_url=public.get("preview_page_url"),
         status_url=public.get("status_url"),
         hd=hd,
-        progress=public.get("progress") if hd else None,
+        # The HD job's own fraction (the API's "progress" is the whole commission's).
+        progress=job.get("progress") if hd else None,
         stage_text=public.get("stage_text") if hd else None,
     )
 

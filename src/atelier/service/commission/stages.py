@@ -31,8 +31,9 @@ class Stage:
     #: waifu2x factor applied to the finished painting (1: none).
     upscale: int
     jpeg_quality: int
-    #: Whether the status page gets the painting's intermediate pictures (watermarked). The HD
-    #: job's are what the buyer paid for; the status page is not where it is handed over.
+    #: Whether the status and receipt pages get the painting's intermediate pictures. They are
+    #: watermarked like the preview (the HD job's too: the unmarked picture is what the buyer
+    #: paid for, and the receipt page is not where it is handed over).
     progress_pictures: bool
     #: The share of the job's progress the painting takes (the rest: upscaling, storing).
     painting_share: float
@@ -71,7 +72,7 @@ HD = Stage(
     watermark=False,
     upscale=2,
     jpeg_quality=95,
-    progress_pictures=False,
+    progress_pictures=True,
     painting_share=0.85,
     started=Event.HD_STARTED,
     stopped=Event.HD_STOPPED,

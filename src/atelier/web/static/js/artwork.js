@@ -14,8 +14,14 @@
   var image = section.querySelector("[data-canvas-image]");
   var next = section.querySelector("[data-next-preview]");
 
+  /* The bar is the current job's own fraction (the preview's); "progress" is the whole
+     commission's, of which the preview is the first part. */
+  function fraction(state) {
+    return state.job ? state.job.progress : state.progress;
+  }
+
   function describe(state) {
-    var percent = Math.round(state.progress * 100);
+    var percent = Math.round(fraction(state) * 100);
     if (state.status === "queued") {
       if (state.stage === "retrying") return msg("retrying");
       return state.position && state.position > 1 ? msg("queued", { position: state.position }) : msg("queued-next");
@@ -35,14 +41,16 @@
 
   function show(state) {
     status.textContent = describe(state);
-    bar.value = Math.round(state.progress * 100);
+    bar.value = Math.round(fraction(state) * 100);
     var final = state.status === "preview_ready" || state.status === "failed";
     bar.hidden = final;
     eta.textContent = remaining(state);
     eta.hidden = !eta.textContent;
     section.querySelectorAll("[data-while-working]").forEach(function (element) { element.hidden = final; });
-    if (state.progress_image_url && image.getAttribute("src") !== state.progress_image_url) {
-      image.src = state.progress_image_url;
+    // Once the preview is ready the canvas shows the preview itself (the picture they will buy).
+    var picture = final && state.preview_url ? state.preview_url : state.progress_image_url;
+    if (picture && image.getAttribute("src") !== picture) {
+      image.src = picture;
       canvas.hidden = false;
     }
     if (next && state.preview_page_url) {

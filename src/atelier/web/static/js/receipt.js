@@ -13,8 +13,8 @@
   var caption = section.querySelector("[data-receipt-caption]");
 
   function show(state) {
-    if (state.job !== "hd") return;  // a server that does not describe the HD job: keep the words it drew
-    var percent = Math.round((state.progress || 0) * 100);
+    if (!state.job || state.job.phase !== "hd") return;  // a server that does not describe the HD job: keep the words it drew
+    var percent = Math.round((state.job.progress || 0) * 100);  // the HD job's own fraction
     if (state.stage === "queued" || (state.position && state.status === "paid")) {
       status.textContent = msg("queued");
     } else {
