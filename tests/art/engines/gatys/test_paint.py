@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from atelier.art.blocks.color import luminance
-from atelier.art.engines.gatys import RECIPES, Pass, Recipe, gram, paint
+from atelier.art.engines.gatys import RECIPES, Pass, PassRecord, Recipe, gram, measure_objective, paint
+from atelier.art.errors import ArtError
 from atelier.art.blocks.images import fit_longest, to_tensor
 from atelier.art.progress import Progress
 from atelier.art.blocks.vgg import VGGEncoder
@@ -158,3 +159,85 @@ def test_the_engine_computes_the_textbook_losses() -> None:
     assert ours[0] == pytest.approx(textbook[0], rel=1e-5)  # the same function...
     # ... and the same optimisation (L-BFGS magnifies the convolutions' rounding a little).
     assert ours == pytest.approx(textbook, rel=1e-2)
+
+
+# ----------------------------------------------------------------------------- the contract C1 paints with
+
+
+def test_init_image_starts_the_first_pass_from_that_picture(encoder: VGGEncoder, photo, starry) -> None:
+    other = torch.flip(photo, dims=[-1])
+    recipe = shallow("48x3")
+    from_image = paint(encoder, photo, [starry], recipe=recipe, init_image=other)
+    as_init = paint(encoder, photo, [starry], recipe=recipe, init=other)
+    from_photo = paint(encoder, photo, [starry], recipe=recipe)
+    assert from_image.losses == as_init.losses
+    assert from_image.losses[0] > from_photo.losses[0]  # the mirrored photo is far from its content
+
+
+def test_init_image_and_an_image_init_together_are_refused(encoder: VGGEncoder, photo, starry) -> None:
+    with pytest.raises(ArtError, match="once"):
+        paint(encoder, photo, [starry], recipe=shallow("48x2"), init=photo, init_image=photo)
+
+
+def test_on_pass_hands_out_checkpoints_that_resume_to_the_same_picture(encoder: VGGEncoder, photo, starry) -> None:
+    recipe = shallow("48x6,64x4")
+    checkpoints: list[tuple[PassRecord, torch.Tensor]] = []
+    whole = paint(encoder, photo, [starry], recipe=recipe, on_pass=lambda r, image: checkpoints.append((r, image.clone())))
+    assert [(r.index, r.passes, r.iterations_run, tuple(image.shape)) for r, image in checkpoints] == [
+        (1, 2, 6, (1, 3, 48, 48)), (2, 2, 4, (1, 3, 64, 64)),
+    ]  # fmt: skip
+    resumed = paint(encoder, photo, [starry], recipe=recipe, init_image=checkpoints[0][1], start_pass=2)
+    assert [r.index for r in resumed.passes] == [2]
+    assert torch.allclose(resumed.image, whole.image, atol=1e-6)
+    with pytest.raises(ArtError, match="init_image"):
+        paint(encoder, photo, [starry], recipe=recipe, start_pass=2)
+
+
+def test_progress_names_pass_passes_iteration_and_iterations(encoder: VGGEncoder, photo, starry) -> None:
+    seen: list[Progress] = []
+    paint(encoder, photo, [starry], recipe=shallow("48x2,64x3"), progress=seen.append)
+    assert [
+        (p.extra["pass"], p.extra["passes"], p.extra["iteration"], p.extra["iterations"]) for p in seen if p.extra
+    ] == [(1, 2, 1, 2), (1, 2, 2, 2), (2, 2, 1, 3), (2, 2, 2, 3), (2, 2, 3, 3)]
+
+
+def test_without_a_plateau_every_iteration_runs(encoder: VGGEncoder, photo, starry) -> None:
+    result = paint(encoder, photo, [starry], recipe=shallow("48x12"))
+    assert result.passes[0].iterations_run == 12 and not result.stopped_early
+
+
+def test_a_plateau_ends_a_pass_whose_loss_stopped_improving(encoder: VGGEncoder, photo, starry) -> None:
+    # A tolerance of 90 %: after the first drop, no window of 3 iterations gains that much again.
+    recipe = shallow("48x40,64x5")
+    result = paint(encoder, photo, [starry], recipe=recipe, plateau=0.9, plateau_window=3)
+    first, second = result.passes
+    assert first.stopped_early and 3 < first.iterations_run < 40
+    assert len(first.losses) == first.iterations_run
+    assert (second.width, second.height) == (64, 64)  # the next pass still runs
+
+
+def test_the_objective_is_the_final_picture_s_loss_on_the_last_pass_s_terms(encoder: VGGEncoder, photo, starry) -> None:
+    recipe = shallow("48x8,64x6", tv_weight=1.0)
+    result = paint(encoder, photo, [starry], recipe=recipe)
+    objective = result.objective
+    assert objective is not None and objective.size == 64
+    assert objective.layers == SHALLOW
+    assert objective.total == pytest.approx(objective.content + objective.style + objective.tv)
+    assert objective.tv > 0
+    # The same number for the same picture measured from outside ...
+    again = measure_objective(encoder, result.image, photo, [starry], spec=recipe.passes[-1])
+    assert again.total == pytest.approx(objective.total, rel=1e-4)
+    # ... close to the last iteration's loss (measured once more, after clamping) ...
+    assert objective.total == pytest.approx(result.passes[-1].losses[-1], rel=0.1)
+    # ... and it ranks pictures: the photo itself has no content loss and more style loss.
+    small = torch.nn.functional.interpolate(photo, size=(64, 64), mode="bicubic", antialias=True).clamp(0, 1)
+    untouched = measure_objective(encoder, small, photo, [starry], spec=recipe.passes[-1])
+    assert untouched.content == pytest.approx(0.0, abs=1e-6)
+    assert untouched.total > objective.total
+
+
+def test_the_objective_compares_two_recipes_on_one_scale(encoder: VGGEncoder, photo, starry) -> None:
+    short = paint(encoder, photo, [starry], recipe=shallow("64x2"))
+    longer = paint(encoder, photo, [starry], recipe=shallow("48x10,64x10"))
+    assert short.objective is not None and longer.objective is not None
+    assert longer.objective.total < short.objective.total

@@ -34,7 +34,8 @@ Where things are:
 * :mod:`~atelier.art.engines.gatys.kernels` -- the VGG features for many forward/backward passes (the
   hand-written convolution and pooling kernels, the backends);
 * :mod:`~atelier.art.engines.gatys.losses` -- Gram matrices, the fused style loss, total variation;
-* :mod:`~atelier.art.engines.gatys.loop` -- :func:`paint`, the optimisation of each pass.
+* :mod:`~atelier.art.engines.gatys.loop` -- :func:`paint`, the optimisation of each pass, and
+  :func:`measure_objective`, the loss of any picture under a pass's layers and weights.
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ from atelier.art.engines.gatys.kernels import (
     nnpack_available,
     resolve_backend,
 )
-from atelier.art.engines.gatys.loop import Painting, PassRecord, paint, pass_shape
+from atelier.art.engines.gatys.loop import (
+    Objective,
+    Painting,
+    PassCallback,
+    PassRecord,
+    measure_objective,
+    paint,
+    pass_shape,
+)
 from atelier.art.engines.gatys.losses import GramLoss, gram, tv_loss
 from atelier.art.engines.gatys.recipes import (
     CLASSIC_CONTENT,
@@ -82,14 +91,17 @@ __all__ = [
     "Features",
     "GramLoss",
     "Init",
+    "Objective",
     "Optimizer",
     "Painting",
     "Pass",
+    "PassCallback",
     "PassRecord",
     "Recipe",
     "RecipeError",
     "check_layers",
     "gram",
+    "measure_objective",
     "nnpack_available",
     "paint",
     "parse_passes",

@@ -4,6 +4,10 @@ The picture itself is the variable: starting from the photo (or noise, or a give
 L-BFGS or Adam changes its pixels until its VGG features match the photo's at the content
 layers and its Gram matrices match the painting's at the style layers. Targets are computed
 once per pass under ``no_grad``; only the layers up to the deepest one a pass uses are run.
+
+The result carries :attr:`Painting.objective`: the loss of the final picture, measured once
+more after the last pass (see :func:`measure_objective`), so that two recipes, two starts or
+an early-stopped and a full run can be compared on one number.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -42,22 +46,63 @@ class PassRecord:
     content_losses: list[float] = field(default_factory=list)
     style_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    #: How many passes the painting has (this one is ``index`` of them).
+    passes: int = 1
+    #: True when the plateau rule ended the pass before ``iterations``.
+    stopped_early: bool = False
 
     @property
     def seconds_per_iteration(self) -> float:
         return self.seconds / max(1, len(self.losses))
 
+    @property
+    def iterations_run(self) -> int:
+        """Iterations actually run (``iterations`` unless the plateau rule stopped the pass)."""
+        return len(self.losses)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The Gatys loss of one picture, in its parts (each already weighted as the pass weights it).
+
+    ``total`` = ``content`` + ``style`` + ``tv``. ``layers`` are the VGG layers it was read at
+    and ``size`` the longest side it was measured at.
+    """
+
+    content: float
+    style: float
+    tv: float
+    size: int
+    layers: tuple[str, ...]
+
+    @property
+    def total(self) -> float:
+        return self.content + self.style + self.tv
+
 
 @dataclass
 class Painting:
-    """The result of :func:`paint`: the picture (1, 3, H, W) in 0..1 and each pass's record."""
+    """The result of :func:`paint`: the picture (1, 3, H, W) in 0..1, each pass's record, and
+    the final picture's objective (:func:`measure_objective` with the last pass's layers and
+    weights, at its size; None only when ``paint(objective=False)``)."""
 
     image: torch.Tensor
     passes: list[PassRecord]
+    objective: Objective | None = None
 
     @property
     def losses(self) -> list[float]:
         return [loss for record in self.passes for loss in record.losses]
+
+    @property
+    def stopped_early(self) -> bool:
+        return any(record.stopped_early for record in self.passes)
+
+
+#: Called when a pass ends, with its record and the pass's picture (1, 3, h, w) in 0..1 (before
+#: the original colours are put back): a checkpoint to resume from (``init_image`` and
+#: ``start_pass``), or a picture to show.
+PassCallback = Callable[[PassRecord, torch.Tensor], None]
 
 
 def pass_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -93,11 +138,17 @@ def paint(
     recipe: Recipe,
     style_weights: Sequence[float] | None = None,
     init: Init | torch.Tensor = "content",
+    init_image: torch.Tensor | None = None,
+    start_pass: int = 1,
     original_colors: bool = False,
     seed: int = 0,
     preview_every: int = 0,
     backend: Backend = "auto",
     progress: ProgressCallback | None = None,
+    on_pass: PassCallback | None = None,
+    plateau: float | None = None,
+    plateau_window: int = 20,
+    objective: bool = True,
 ) -> Painting:
     """Paint ``content`` in the style of ``styles`` following ``recipe``'s passes.
 
@@ -109,6 +160,12 @@ def paint(
       as neural-style's ``-style_blend_weights``); default equal.
     * ``init``: the first pass starts from the photo (``content``), from noise (``noise``,
       seeded), or from a given image (resized). Later passes start from the previous result.
+    * ``init_image``: the first pass starts from this picture (any size; resized), e.g. a fast
+      engine's painting or the preview's painting upscaled. Same as an image ``init``; giving
+      both is refused.
+    * ``start_pass``: begin at this pass (1-based) of the recipe, the earlier ones skipped; it
+      starts from ``init_image`` (required when > 1): resuming from a checkpoint that
+      ``on_pass`` handed out. Records and progress keep the recipe's numbering.
     * ``original_colors``: luminance-only transfer (Gatys et al. 2017, section 5.1): paint
       the photo's luminance with the painting's luminance (matched to the photo's mean and
       spread), then put the photo's colours back.
@@ -116,9 +173,18 @@ def paint(
       at the end of each pass.
     * ``backend``: how the convolutions run (see :class:`Features`); ``auto`` is the fastest
       this machine has.
-    * ``progress``: called after every iteration with ``stage="pass i/n"``, the iteration,
-      the total loss, ``extra={"pass", "passes", "content", "style", "tv", "width", "height",
-      "plan"}`` (``plan``: every pass's (width, height, iterations)) and sometimes a preview. Raising from it stops the painting.
+    * ``progress``: called after every iteration with ``stage="pass i/n"``, ``step`` the
+      iteration and ``total`` the pass's iterations, the total loss,
+      ``extra={"pass", "passes", "iteration", "iterations", "content", "style", "tv", "width",
+      "height", "plan"}`` (``plan``: every pass's (width, height, iterations)) and sometimes a
+      preview. Raising from it stops the painting (the exception propagates: a pre-empted job
+      raises its own).
+    * ``on_pass``: called at the end of every pass with its :class:`PassRecord` and picture.
+    * ``plateau``: stop a pass early when its loss stops improving: when the best loss of the
+      last ``plateau_window`` iterations is less than ``plateau`` (a fraction, e.g. 1e-3)
+      below the best before them. None (the default) runs every iteration, as before.
+    * ``objective``: measure :attr:`Painting.objective` on the result (one more forward pass
+      at the last pass's size).
 
     Refuses (ModelMissingError) a recipe that needs layers the encoder lacks.
     """
@@ -126,6 +192,18 @@ def paint(
     if not styles:
         raise ArtError("give at least one style image")
     blend = _blend_weights(style_weights, len(styles))
+    if init_image is not None:
+        if isinstance(init, torch.Tensor):
+            raise ArtError("give the starting picture once: init_image or an image init, not both")
+        init = init_image
+    if not 1 <= start_pass <= len(recipe.passes):
+        raise ArtError(f"start_pass must be 1..{len(recipe.passes)}, got {start_pass}")
+    if start_pass > 1 and not isinstance(init, torch.Tensor):
+        raise ArtError("start_pass > 1 resumes from a picture: give init_image")
+    if plateau is not None and not (math.isfinite(plateau) and plateau >= 0):
+        raise ArtError(f"plateau must be a fraction >= 0, got {plateau}")
+    if plateau_window < 1:
+        raise ArtError(f"plateau_window must be at least 1, got {plateau_window}")
     device = next(encoder.parameters()).device
     content = _as_batch(content, "the photo").to(device)
     styles = [_as_batch(s, "a style image").to(device) for s in styles]
@@ -148,6 +226,8 @@ def paint(
         for shape in [pass_shape(height, width, spec.size)]
     )
     for number, spec in enumerate(recipe.passes, start=1):
+        if number < start_pass:
+            continue
         shape = pass_shape(height, width, spec.size)
         if current is not None:
             start = _resize(current, shape)
@@ -161,7 +241,7 @@ def paint(
             start = _resize(content, shape)
         else:
             raise ArtError(f"init must be 'content', 'noise' or an image, not {init!r}")
-        record = PassRecord(number, shape[1], shape[0], spec.iterations)
+        record = PassRecord(number, shape[1], shape[0], spec.iterations, passes=len(recipe.passes))
         current = _run_pass(
             net, spec, start,
             content=_resize(content, shape),
@@ -174,17 +254,123 @@ def paint(
             preview_every=preview_every,
             photo=photo if original_colors else None,
             progress=progress,
+            plateau=plateau,
+            plateau_window=plateau_window,
         )
         records.append(record)
         log.info(
-            "pass %d/%d %dx%d: %d iterations, loss %.4g -> %.4g, %.3f s/iteration",
-            number, len(recipe.passes), shape[1], shape[0], spec.iterations,
-            record.losses[0], record.losses[-1], record.seconds_per_iteration,
+            "pass %d/%d %dx%d: %d of %d iterations, loss %.4g -> %.4g, style %.4g -> %.4g, %.3f s/iteration",
+            number, len(recipe.passes), shape[1], shape[0], record.iterations_run, spec.iterations,
+            record.losses[0], record.losses[-1], record.style_losses[0], record.style_losses[-1],
+            record.seconds_per_iteration,
         )
+        if on_pass is not None:
+            on_pass(record, current)
     assert current is not None
+    measured = None
+    if objective:
+        measured = _objective(
+            net, current, _resize(content, tuple(current.shape[-2:])), styles, blend, recipe.passes[-1]
+        )
     if original_colors:
         current = preserve_colors(current, _resize(photo, tuple(current.shape[-2:])))
-    return Painting(current, records)
+    return Painting(current, records, measured)
+
+
+def measure_objective(
+    encoder: VGGEncoder,
+    image: torch.Tensor,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    *,
+    spec: Pass,
+    style_weights: Sequence[float] | None = None,
+    original_colors: bool = False,
+    backend: Backend = "auto",
+) -> Objective:
+    """The Gatys loss of ``image`` (content + style + tv) under ``spec``'s layers and weights, at
+    ``image``'s size: the photo is resized to it and the paintings to ``spec.style_scale`` of it,
+    exactly as a pass of that size would. Any picture can be measured (another engine's, another
+    recipe's), so pictures measured with the same ``spec`` compare on one scale.
+
+    With ``original_colors`` the picture, photo and paintings are compared in luminance, as
+    :func:`paint` paints them.
+    """
+    if not styles:
+        raise ArtError("give at least one style image")
+    device = next(encoder.parameters()).device
+    image = _as_batch(image, "the picture").to(device)
+    content = _as_batch(content, "the photo").to(device)
+    styles = [_as_batch(s, "a style image").to(device) for s in styles]
+    if original_colors:
+        styles = [_grey(match_luminance(s, content)) for s in styles]
+        content, image = _grey(content), _grey(image)
+    shape = tuple(image.shape[-2:])
+    spec = replace(spec, size=max(MIN_SIZE, max(shape)))
+    net = Features(encoder, up_to=spec.deepest_layer, backend=backend)
+    return _objective(net, image, _resize(content, shape), styles, _blend_weights(style_weights, len(styles)), spec)
+
+
+def _objective(
+    net: Features, image: torch.Tensor, content: torch.Tensor, styles: Sequence[torch.Tensor],
+    blend: Sequence[float], spec: Pass,
+) -> Objective:
+    # The same terms as _run_pass's evaluate(), at the size of the picture.
+    spec = replace(spec, size=max(MIN_SIZE, max(image.shape[-2:])))
+    with torch.no_grad():
+        content_targets, style_targets, style_terms, content_weight = _targets(net, spec, content, styles, blend)
+        features = net(image.clamp(0.0, 1.0), spec.layers)
+        content_loss = sum(
+            (float(F.mse_loss(features[name], target)) for name, target in content_targets.items()), 0.0
+        ) * content_weight
+        style_loss = 0.0
+        for name, weight in style_terms:
+            diff = gram(features[name]) - style_targets[name]
+            style_loss += float(diff.pow(2).mean()) * weight
+        tv = float(tv_loss(image.clamp(0.0, 1.0))) * spec.tv_weight if spec.tv_weight > 0 else 0.0
+    return Objective(content=content_loss, style=style_loss, tv=tv, size=spec.size, layers=spec.layers)
+
+
+def _targets(
+    net: Features, spec: Pass, content: torch.Tensor, styles: Sequence[torch.Tensor], blend: Sequence[float],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[tuple[str, float]], float]:
+    """A pass's content and (blended) Gram targets, and its per-layer loss weights."""
+    with torch.no_grad():
+        content_targets = {
+            name: feature.detach().clone()
+            for name, feature in net(content, spec.content_layers).items()
+        }
+        style_targets: dict[str, torch.Tensor] = {}
+        for style, share in zip(styles, blend):
+            scaled = _resize(style, pass_shape(*style.shape[-2:], max(MIN_SIZE, round(spec.size * spec.style_scale))))
+            for name, feature in net(scaled, spec.style_layers).items():
+                g = gram(feature).mul_(share)
+                style_targets[name] = style_targets[name] + g if name in style_targets else g
+            del scaled
+    layer_weights = spec.style_layer_weights or (1.0,) * len(spec.style_layers)
+    # The authors' per-layer weights: 1e3 / C^2 (here style_weight / C^2 times the relative
+    # weight); GramLoss's mean over the C^2 entries is their MSELoss.
+    style_terms = [
+        (name, spec.style_weight * relative / layer_channels(name) ** 2)
+        for name, relative in zip(spec.style_layers, layer_weights)
+        if relative > 0
+    ]
+    content_weight = spec.content_weight / len(spec.content_layers)
+    return content_targets, style_targets, style_terms, content_weight
+
+
+class _Plateaued(Exception):
+    """Raised inside the L-BFGS closure to end a pass whose loss stopped improving."""
+
+
+def _plateaued(losses: Sequence[float], tolerance: float, window: int) -> bool:
+    """True when the best of the last ``window`` losses is less than ``tolerance`` (relative)
+    below the best loss before them."""
+    if len(losses) <= window:
+        return False
+    before = min(losses[:-window])
+    recent = min(losses[-window:])
+    return recent > before * (1.0 - tolerance)
 
 
 def _blend_weights(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -219,29 +405,11 @@ def _run_pass(
     preview_every: int,
     photo: torch.Tensor | None,
     progress: ProgressCallback | None,
+    plateau: float | None = None,
+    plateau_window: int = 20,
 ) -> torch.Tensor:
     began = time.perf_counter()
-    with torch.no_grad():
-        content_targets = {
-            name: feature.detach().clone()
-            for name, feature in net(content, spec.content_layers).items()
-        }
-        style_targets: dict[str, torch.Tensor] = {}
-        for style, share in zip(styles, blend):
-            scaled = _resize(style, pass_shape(*style.shape[-2:], max(MIN_SIZE, round(spec.size * spec.style_scale))))
-            for name, feature in net(scaled, spec.style_layers).items():
-                g = gram(feature).mul_(share)
-                style_targets[name] = style_targets[name] + g if name in style_targets else g
-            del scaled
-    layer_weights = spec.style_layer_weights or (1.0,) * len(spec.style_layers)
-    # The authors' per-layer weights: 1e3 / C^2 (here style_weight / C^2 times the relative
-    # weight); GramLoss's mean over the C^2 entries is their MSELoss.
-    style_terms = [
-        (name, spec.style_weight * relative / layer_channels(name) ** 2)
-        for name, relative in zip(spec.style_layers, layer_weights)
-        if relative > 0
-    ]
-    content_weight = spec.content_weight / len(spec.content_layers)
+    content_targets, style_targets, style_terms, content_weight = _targets(net, spec, content, styles, blend)
     layers = spec.layers
     image = start.detach().clone().contiguous().requires_grad_(True)
 
@@ -285,6 +453,8 @@ def _run_pass(
                     extra={
                         "pass": record.index,
                         "passes": passes,
+                        "iteration": iteration,
+                        "iterations": total,
                         "content": record.content_losses[-1],
                         "style": record.style_losses[-1],
                         "tv": tv.item() if tv is not None else 0.0,
@@ -294,6 +464,9 @@ def _run_pass(
                     },
                 )
             )
+        if plateau is not None and iteration < total and _plateaued(record.losses, plateau, plateau_window):
+            record.stopped_early = True
+            raise _Plateaued
         return loss
 
     if spec.optimizer == "lbfgs":
@@ -308,12 +481,18 @@ def _run_pass(
             optimizer.zero_grad(set_to_none=False)
             return evaluate()
 
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+        except _Plateaued:
+            pass  # the picture is the point the last evaluation measured
     else:
         optimizer = torch.optim.Adam([image], lr=spec.lr)
         for _ in range(spec.iterations):
             optimizer.zero_grad(set_to_none=False)
-            evaluate()
+            try:
+                evaluate()
+            except _Plateaued:
+                break
             optimizer.step()
             with torch.no_grad():
                 image.clamp_(0.0, 1.0)
