@@ -10,7 +10,9 @@ What is shown, from both ends:
   the photo to the app;
 * the S3 server took one POST from the page's origin carrying the photo, and the bucket holds
   the photo's exact bytes;
-* the photo is painted on the page, and its progress was shown while it went up.
+* the photo is painted on the page, and its progress was shown while it went up;
+* a clip and the commission form's photo go the same way (the job and the form then name the
+  upload).
 
 And the ways back: a bucket whose CORS does not name the site (the page cannot read its
 answer) gets the photo through the app instead, and the form without scripts posts it to the
@@ -31,7 +33,7 @@ import pytest
 
 from atelier.web.app import create_app
 
-from tests.service.service_fixtures import free_port, make_settings, small_jpeg, tiny_clip
+from tests.service.service_fixtures import add_catalog_style, free_port, make_settings, small_jpeg, tiny_clip
 from tests.store.s3_server import PolicyEnforcingMotoServer
 from tests.web.web_fixtures import LiveServer
 
@@ -91,7 +93,7 @@ def bucket_client(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
 
 
-def start_site(tmp: Path, models_dir: Path, s3: tuple[PolicyEnforcingMotoServer, str], *, cors: bool) -> Iterator[Site]:
+def start_site(tmp: Path, models_dir: Path, s3: tuple[PolicyEnforcingMotoServer, str], *, cors: bool, style_dir: Path | None = None) -> Iterator[Site]:
     server, endpoint = s3
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -108,15 +110,17 @@ def start_site(tmp: Path, models_dir: Path, s3: tuple[PolicyEnforcingMotoServer,
         tmp, models_dir, public_url=url, instant_max_size=256, storage_url=f"s3://{bucket}/site",
         s3_endpoint_url=endpoint, s3_region="us-east-1", s3_access_key_id=KEY_ID, s3_secret_access_key=SECRET,
     )
-    # One worker inside, for the clip's job.
+    if style_dir is not None:
+        add_catalog_style(settings, style_dir, passes="48x4,96x4")  # for the commission form
+    # One worker inside, for the clip's and the commission's jobs.
     log = AccessLog(create_app(settings, workers=1, mail=False))
     with LiveServer(log, port):
         yield Site(url, bucket, log, server)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, s3: tuple[PolicyEnforcingMotoServer, str]) -> Iterator[Site]:
-    yield from start_site(tmp_path_factory.mktemp("direct-site"), models_dir, s3, cors=True)
+def site(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, style_dir: Path, s3: tuple[PolicyEnforcingMotoServer, str]) -> Iterator[Site]:
+    yield from start_site(tmp_path_factory.mktemp("direct-site"), models_dir, s3, cors=True, style_dir=style_dir)
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +231,27 @@ def test_a_clip_goes_to_the_bucket_too_and_its_job_names_the_upload(browser: Any
     assert ("POST", "/api/v1/uploads") not in [(m, p) for m, p, _ in app]
     to_bucket = [n for m, p, n, o in site.s3.requests[before_s3:] if m == "POST" and p.strip("/") == site.bucket and o == site.url]
     assert len(to_bucket) == 1 and to_bucket[0] > size, to_bucket
+    assert not problems, problems
+
+
+def test_the_commission_form_sends_its_photo_to_the_bucket_and_names_the_upload(
+    browser: Any, site: Site, s3: tuple[PolicyEnforcingMotoServer, str], photo: Path
+) -> None:
+    data = photo.read_bytes()
+    page, problems = open_page(browser, site)
+    page.goto(f"{site.url}/en/commission")
+    before_app, before_s3 = len(site.log.entries), len(site.s3.requests)
+    page.set_input_files("#photo", str(photo))
+    page.fill("#email", "ana@example.com")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/en/artworks/[0-9a-f]{32}$"))
+    page.context.close()
+    app = site.log.entries[before_app:]
+    form = [size for method, path, size in app if (method, path) == ("POST", "/en/commission")]
+    assert len(form) == 1 and form[0] < 2048 < len(data), app  # the form names the upload
+    to_bucket = [n for m, p, n, o in site.s3.requests[before_s3:] if m == "POST" and p.strip("/") == site.bucket and o == site.url]
+    assert len(to_bucket) == 1 and to_bucket[0] > len(data), to_bucket
+    assert data in stored_bytes(site, s3[1])
     assert not problems, problems
 
 

@@ -340,6 +340,7 @@ async def video_page(services: ServicesDep, request: Request, lang: str, video_i
 def _commission_context(services: Services, locale: str, *, photo_id: str = "", style: str = "", email: str = "") -> dict[str, Any]:
     styles = _style_cards(services.catalog.commissionable(), locale)
     return {
+        "direct_upload": direct_uploads(services),
         "styles": styles,
         "photo_id": photo_id,
         "photo_url": f"/api/v1/uploads/{photo_id}/image" if photo_id else None,

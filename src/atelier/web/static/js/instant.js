@@ -127,7 +127,7 @@
     return token;
   }
 
-  /* A file through this app: the way without S3, and the way back when the bucket refuses. */
+  /* A file through this app: the way without S3. */
   function uploadThroughApp(file, kind) {
     var data = new FormData();
     data.append("file", file);
@@ -138,59 +138,17 @@
     });
   }
 
-  /* With S3 storage the file goes straight to the bucket, under a signed policy good for this
-     one file (POST /api/v1/uploads/presign), with its progress shown; then the app checks what
-     arrived (confirm) as if it had been sent to it. An error of ours (the file itself refused)
-     is the person's to read; anything else of the bucket's (CORS not set up for this site, the
-     bucket away) falls back to sending the file through the app. */
+  /* With S3 storage, straight to the bucket (direct-upload.js), its progress on the status line. */
   function uploadDirect(file, kind) {
-    var headers = { "Content-Type": "application/json" };
-    var token = captchaToken();
-    if (token) headers["X-Captcha-Token"] = token;
-    return fetch("/api/v1/uploads/presign", {
-      method: "POST", headers: headers, body: JSON.stringify({ content_type: file.type, kind: kind })
-    }).then(function (response) {
-      if (response.status === 429 || response.status === 403) return readError(response);
-      if (!response.ok) return uploadThroughApp(file, kind);  // e.g. a type only the app's checks name
-      return response.json().then(function (policy) {
-        if (file.size > policy.max_bytes) throw new Error(msg("too-big"));
-        return toBucket(file, policy).then(function () {
-          return confirm(policy);
-        }, function () {
-          // The bucket may have kept the file though its answer could not be read: ask first.
-          return confirm(policy).catch(function () { return uploadThroughApp(file, kind); });
-        });
-      });
-    });
-  }
-
-  function toBucket(file, policy) {
-    return new Promise(function (resolve, reject) {
-      var data = new FormData();
-      Object.keys(policy.fields).forEach(function (name) { data.append(name, policy.fields[name]); });
-      data.append("file", file);  // last: S3 ignores the fields after the file
-      var request = new XMLHttpRequest();
-      request.open("POST", policy.url);
-      request.upload.addEventListener("progress", function (event) {
-        if (event.lengthComputable) setStatus(msg("uploading-percent", { percent: Math.floor(100 * event.loaded / event.total) }), "busy");
-      });
-      request.addEventListener("load", function () {
-        if (request.status >= 200 && request.status < 300) resolve(); else reject(new Error("bucket " + request.status));
-      });
-      request.addEventListener("error", function () { reject(new Error("bucket unreachable")); });
-      request.send(data);
-    });
-  }
-
-  function confirm(policy) {
-    return fetch(policy.confirm_url, { method: "POST" }).then(function (response) {
-      if (!response.ok) return readError(response);
-      return response.json();
+    return window.atelierDirectUpload(file, kind, {
+      messages: { tooBig: msg("too-big"), unreadable: msg("unreadable"), failed: msg("failed") },
+      captcha: captchaToken(),
+      onProgress: function (percent) { setStatus(msg("uploading-percent", { percent: percent }), "busy"); }
     });
   }
 
   function upload(file, kind) {
-    if (form.dataset.directUpload && file.type) return uploadDirect(file, kind);
+    if (form.dataset.directUpload && file.type && window.atelierDirectUpload) return uploadDirect(file, kind);
     return uploadThroughApp(file, kind);
   }
 
@@ -508,7 +466,7 @@
     data.append("alpha", (strength.value / 100).toFixed(2));
     data.append("locale", locale);
     // With S3 the clip goes to the bucket first (the biggest files of all), then the job names it.
-    var sent = form.dataset.directUpload && file.type
+    var sent = form.dataset.directUpload && file.type && window.atelierDirectUpload
       ? uploadDirect(file, "video").then(function (info) { data.append("content_id", info.id); })
       : Promise.resolve(data.append("content", file));
     sent.then(function () {
