@@ -108,3 +108,19 @@ def test_a_commissions_fraction_never_goes_down_from_the_order_to_the_download()
     ]
     assert timeline == sorted(timeline)
     assert timeline[4] == PREVIEW_SHARE and timeline[-1] == 1.0
+
+
+def test_jobs_that_other_workers_run_do_not_go_before_a_waiting_one(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "FIRST_GUESS_SECONDS", {"artwork.preview": 40.0, "mail.send": 500.0})
+    services.queue.record_worker("painter", host="h", pid=1, kinds=["artwork.preview", "artwork.hd"])
+    services.queue.record_worker("mailer", host="h", pid=2, kinds=["mail.send"])
+    services.queue.enqueue("mail.send", priority=lanes.MAIL)
+    preview = services.queue.enqueue("artwork.preview", priority=lanes.INTERACTIVE)
+    # the mail goes first in the line, but the mail sender sends it: only the preview's own time
+    assert estimate_wait(services, services.queue.get(preview)) == pytest.approx(40.0)  # type: ignore[arg-type]
+
+
+def test_a_clip_in_parts_says_which_part_is_painting() -> None:
+    p = JobProgress("video.stylize", "queued", 0.4, "parts", None, None, 2, 3, 30.0, None, 0)
+    assert p.stage_text("en") == "Painting the clip, part 2 of 3"
+    assert p.stage_text("es") == "Pintando el vídeo: parte 2 de 3"

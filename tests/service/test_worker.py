@@ -365,3 +365,20 @@ def test_progress_reports_carry_an_estimate_of_the_seconds_left(services: Servic
     etas = [d["eta_seconds"] for d in details]
     assert etas[0] is None  # nothing measured, no history of the kind
     assert etas[1:] == [pytest.approx(30), pytest.approx(20), pytest.approx(10), pytest.approx(0)]
+
+
+def test_a_job_that_keeps_failing_logs_its_traceback_once(services: Services, caplog: pytest.LogCaptureFixture) -> None:
+    job_id = services.queue.enqueue("test.job", max_attempts=3)
+
+    def handler(ctx: JobContext) -> None:
+        raise RuntimeError("the SMTP server is away")
+
+    worker = Worker(services, handlers={"test.job": handler}, worker_id="test-worker", retry=None)
+    with caplog.at_level("WARNING", logger="atelier.service.worker"):
+        for _ in range(2):
+            assert worker.run_once() == "retry"
+            with services.engine.begin() as conn:  # due again now
+                conn.exec_driver_sql("UPDATE jobs SET run_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (job_id,))
+    failures = [r for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert [bool(r.exc_info) for r in failures] == [True, False]
+    assert "the SMTP server is away" in failures[1].getMessage()

@@ -32,9 +32,13 @@ def test_a_video_is_queued_painted_and_linked(client: TestClient, services: Serv
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] == "queued" and len(body["id"]) == 32 and body["result_url"] is None
+    waiting = client.get(body["status_url"], headers={"Accept-Language": "es"}).json()
+    assert (waiting["stage"], waiting["position"], waiting["stage_text"]) == ("queued", 1, "En espera: es el siguiente")
+    assert waiting["eta_seconds"] is not None and waiting["eta_seconds"] > 0  # a first guess, before any video was painted
     assert Worker(services, worker_id="w").run_once() == "done"
     done = client.get(body["status_url"]).json()
     assert done["status"] == "done" and done["progress"] == 1.0
+    assert (done["stage"], done["stage_text"], done["eta_seconds"]) == ("done", "Done", 0)
     video = client.get(done["result_url"].removeprefix("http://testserver"))
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(video.content)) as container:

@@ -172,8 +172,8 @@ def _running_eta(services: Services, job: JobInfo | JobInLine, *, now: datetime 
 
 def estimate_wait(services: Services, job: JobInfo) -> float:
     """Seconds until a queued job is done: the work that goes before it (the running jobs that
-    will not step aside for it, the queued ones a claim takes first), shared by the live
-    workers, plus its own."""
+    will not step aside for it, the queued ones a claim takes first, of the kinds its workers
+    run), shared by the live workers that can run it, plus its own."""
     own_lane = lanes.lane_of(job.kind)
     cache: dict[str, float] = {}
 
@@ -182,19 +182,25 @@ def estimate_wait(services: Services, job: JobInfo) -> float:
             cache[kind] = typical_seconds(services, kind)
         return cache[kind]
 
+    try:
+        workers = services.queue.workers(seen_within=timedelta(seconds=LIVE_WORKER_SECONDS))
+    except Exception:  # noqa: BLE001
+        workers = []
+    # The workers that can run this job, and the kinds they run: a job of another kind (mail,
+    # which its own sender runs) does not go before it.
+    mine = [w for w in workers if not w.kinds or job.kind in w.kinds]
+    kinds = None if not mine or any(not w.kinds for w in mine) else {k for w in mine for k in (w.kinds or [])}
     ahead = 0.0
     for other in services.queue.ahead_of(job.id):
+        if kinds is not None and other.kind not in kinds:
+            continue
         if other.status == JobStatus.RUNNING:
             if other.priority < own_lane.priority and lanes.lane_of(other.kind).preempt is not None:
                 continue  # it steps aside for this one at its next iteration
             ahead += _running_eta(services, other) or 0.0
         else:
             ahead += typical(other.kind) * (1.0 - other.progress)
-    try:
-        live = len(services.queue.workers(seen_within=timedelta(seconds=LIVE_WORKER_SECONDS)))
-    except Exception:  # noqa: BLE001
-        live = 1
-    return ahead / max(1, live) + typical(job.kind) * (1.0 - job.progress)
+    return ahead / max(1, len(mine)) + typical(job.kind) * (1.0 - job.progress)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,6 +235,8 @@ def stage_text(p: JobProgress, locale: str) -> str | None:
         return _("Finishing touches")
     if stage == "upscale":
         return _("Enlarging to full size")
+    if stage == "parts" and p.step is not None and p.total:
+        return _("Painting the clip, part %(step)s of %(total)s") % {"step": p.step, "total": p.total}
     if stage == "frames":
         if p.step is not None and p.total:
             return _("Painting the frames, %(step)s of %(total)s") % {"step": p.step, "total": p.total}

@@ -14,7 +14,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.i18n import normalize
 from atelier.service.errors import StyleChoiceError
+from atelier.service.progress import JobProgress, describe
 from atelier.service.refs import StyleRef
 from atelier.service.resolve import style_ref
 from atelier.service.stylize import DEFAULT_STYLE_SIZE
@@ -60,12 +61,17 @@ class VideoView:
     height: int | None = None
     source_width: int | None = None
     source_height: int | None = None
+    #: Where its job stands (atelier.service.progress): the stage in words and the time left.
+    job: JobProgress | None = None
 
-    def public(self) -> dict[str, Any]:
+    def public(self, locale: str = "en") -> dict[str, Any]:
         return {
             "id": self.id,
             "status": self.status,
             "progress": round(self.progress, 4),
+            "stage": self.job.stage if self.job else None,
+            "stage_text": self.job.stage_text(locale) if self.job else None,
+            "eta_seconds": round(self.job.eta_seconds) if self.job and self.job.eta_seconds is not None else None,
             "position": self.position,
             "result_url": self.result_url,
             "status_url": f"/api/v1/videos/{self.id}",
@@ -143,6 +149,7 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
         )
     result = (job.result or {}) if status == "done" else {}
     progress = 1.0 if status == "done" else job.progress
+    described = describe(services, job)
     parts = video_parts(services, video_id) if status in ("queued", "processing") else []
     if parts:
         # Cut into parts: the clip job waits in the queue while workers paint them, so the
@@ -150,6 +157,13 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
         status = "processing"
         painted = sum(1.0 if part.status == JobStatus.DONE else part.progress for part in parts) / len(parts)
         progress = max(progress, 0.95 * painted)
+        done = sum(part.status == JobStatus.DONE for part in parts)
+        # The parts' own estimates: the slowest running one, or a part's time for each waiting.
+        etas = [describe(services, part).eta_seconds for part in parts if part.status != JobStatus.DONE]
+        described = replace(
+            described, stage="parts", step=min(len(parts), done + 1), total=len(parts), position=None,
+            progress=progress, eta_seconds=max((e for e in etas if e is not None), default=None),
+        )
     return VideoView(
         id=video_id,
         status=status,
@@ -161,6 +175,7 @@ def get_video(services: Services, video_id: str) -> VideoView | None:
         height=result.get("height"),
         source_width=result.get("source_width"),
         source_height=result.get("source_height"),
+        job=described,
     )
 
 

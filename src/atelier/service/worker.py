@@ -494,7 +494,12 @@ class Worker:
         if permanent:
             log.warning("job %s (%s) failed for good: %s", job.id, job.kind, message)
         else:
-            log.exception("job %s (%s) failed (attempt %d/%d)", job.id, job.kind, job.attempts, job.max_attempts)
+            # The traceback once per job: a mail retried every minute while SMTP is down would
+            # otherwise bury the log under the same one.
+            log.warning(
+                "job %s (%s) failed (attempt %d/%d): %s", job.id, job.kind, job.attempts, job.max_attempts, message,
+                exc_info=job.attempts <= 1,
+            )
         retry_in = self.retry.delay(job.attempts) if self.retry is not None else None
         status = self.services.queue.fail(job.id, self.worker_id, message, retry=not permanent, retry_in=retry_in)
         if status is None:

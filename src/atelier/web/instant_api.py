@@ -289,7 +289,10 @@ async def thumbnail(services: ServicesDep, name: str) -> Response:
 class VideoOut(BaseModel):
     id: str = Field(description="The video's id (random; keep it to follow the job).")
     status: str = Field(description="queued, processing, done or failed.")
-    progress: float
+    progress: float = Field(description="0..1; never goes down.")
+    stage: str | None = Field(default=None, description="queued, frames, parts, done...")
+    stage_text: str | None = Field(default=None, description="The stage in words, in the reader's language.")
+    eta_seconds: float | None = Field(default=None, description="Seconds until done (waiting included): an estimate that improves as it paints.")
     position: int | None = Field(description="Place in the queue while queued.")
     result_url: str | None = Field(description="A link to the painted clip (MP4), once done.")
     status_url: str
@@ -341,10 +344,10 @@ def create_video(
 
 
 @router.get("/videos/{video_id}", response_model=VideoOut, summary="A video job's status")
-def video_status(services: ServicesDep, video_id: str) -> dict[str, object]:
+def video_status(services: ServicesDep, request: Request, video_id: str) -> dict[str, object]:
     from atelier.service.videos import get_video
 
     view = get_video(services, video_id)
     if view is None:
         raise ApiError(404, "not_found", "no such video")
-    return view.public()
+    return view.public(wants_locale(request))

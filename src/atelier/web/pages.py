@@ -334,7 +334,7 @@ async def video_page(services: ServicesDep, request: Request, lang: str, video_i
     view = await run_in_threadpool(get_video, services, video_id)
     if view is None:
         return not_found(request, locale)
-    return render(request, "video.html", locale, active="instant", video=view.public())
+    return render(request, "video.html", locale, active="instant", video=view.public(locale))
 
 
 def _commission_context(services: Services, locale: str, *, photo_id: str = "", style: str = "", email: str = "") -> dict[str, Any]:

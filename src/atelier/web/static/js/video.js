@@ -9,10 +9,21 @@
   var player = section.querySelector("[data-player]");
   var download = section.querySelector("[data-download]");
   var note = section.querySelector("[data-size-note]");
+  var eta = section.querySelector("[data-eta]");
+
+  /* The time left, when the server has an estimate (it gets better as the frames are painted). */
+  function remaining(state) {
+    if (state.eta_seconds === null || state.eta_seconds === undefined || state.status === "done" || state.status === "failed") return "";
+    return state.eta_seconds < 60 ? msg("eta-soon") : msg("eta", { minutes: Math.round(state.eta_seconds / 60) });
+  }
 
   function poll() {
     fetch(section.dataset.statusUrl).then(function (response) { return response.json(); }).then(function (state) {
       bar.value = Math.round((state.progress || 0) * 100);
+      if (eta) {
+        eta.textContent = remaining(state);
+        eta.hidden = !eta.textContent;
+      }
       if (state.status === "done") {
         status.textContent = msg("done");
         bar.hidden = true;
@@ -28,7 +39,9 @@
         status.textContent = msg("failed");
         bar.hidden = true;
       } else {
-        status.textContent = state.status === "queued" ? msg("queued") : msg("processing", { percent: Math.round(state.progress * 100) });
+        var percent = Math.round(state.progress * 100);
+        if (state.status === "queued") status.textContent = state.stage_text || msg("queued");
+        else status.textContent = state.stage_text ? msg("painting-stage", { stage: state.stage_text, percent: percent }) : msg("processing", { percent: percent });
         setTimeout(poll, 1000);
       }
     }).catch(function () { setTimeout(poll, 3000); });
