@@ -12,6 +12,7 @@ import typer
 
 from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
+from atelier.service.engines import ADAIN_WEIGHTS, PAINTING_ENGINES
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -22,10 +23,6 @@ if TYPE_CHECKING:
 
 # The engines (and torch) are imported inside the command: `atelier --help` and the other
 # commands should not pay the second or two that importing torch takes.
-ENGINES = ("microast", "adain", "filter")
-#: The slow, optimising engine (atelier.service.painting); not one of the instant ENGINES.
-PAINTING_ENGINES = ("gatys",)
-ADAIN_WEIGHTS = ("adain", "ust-conv3_1", "ust-conv2_1", "ust-conv1_1")
 
 log = logging.getLogger(__name__)
 
@@ -269,12 +266,12 @@ def _instant_painter(
 ) -> _Painter:
     from atelier.art.blocks.devices import resolve_device
     from atelier.art.blocks.images import decode_image
-    from atelier.service.engines import EngineLoader, filter_name
+    from atelier.service.engines import EngineLoader, choose_engine, filter_name
     from atelier.service.stylize import AdaINWeights, stylize_image
 
     settings = get_settings()
     filters = [filter_name(s) for s in style]
-    chosen = _choose_engine(engine, style, filters)
+    chosen = choose_engine(engine, style)
     if chosen == "filter" and len(style) != 1:
         raise fail("the filter engine takes exactly one --style (a filter name)")
     loader = EngineLoader(models_dir=models_dir or settings.models_path, device=resolve_device(device or settings.device))
@@ -497,20 +494,6 @@ def _render_gatys(
         f"{rendered.seconds:.0f} s, s/iteration per pass: {per_iteration})",
         err=True,
     )
-
-
-def _choose_engine(engine: str, styles: list[str], filters: list[str | None]) -> str:
-    from atelier.service import engines as known
-
-    assert known.ENGINES == ENGINES and known.ADAIN_WEIGHTS == ADAIN_WEIGHTS, "keep the lists in step"
-    engine = engine.lower()
-    if engine not in (*ENGINES, "auto"):
-        raise fail(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
-    if not styles:
-        raise fail("give a style: --style PATH (a painting) or --style NAME (a filter)")
-    if engine == "auto":
-        return "filter" if all(filters) and len(styles) == 1 else "microast"
-    return engine
 
 
 def _style_path(style: str) -> Path:

@@ -17,7 +17,7 @@ import torch
 import typer
 
 from atelier.cli.app import fail, refusals
-from atelier.service.engines import EngineLoader
+from atelier.service.engines import EngineLoader, choose_engine
 
 if TYPE_CHECKING:
     from atelier.art.engines.video import VideoReport
@@ -138,21 +138,6 @@ def summary(result: VideoReport) -> str:
     return "\n".join(lines)
 
 
-def choose_engine(engine: str, styles: Sequence[str]) -> str:
-    """``auto`` means the filter for a single filter name, MicroAST otherwise (as for photos)."""
-    from atelier.service.engines import ENGINES, filter_name
-
-    engine = engine.lower()
-    if engine not in (*ENGINES, "auto"):
-        raise fail(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
-    if not styles:
-        raise fail("give a style: --style PATH (a painting) or --style NAME (a filter)")
-    if engine == "auto":
-        is_filter = len(styles) == 1 and filter_name(styles[0]) is not None and not Path(styles[0]).exists()
-        return "filter" if is_filter else "microast"
-    return engine
-
-
 def make_painter(
     loader: EngineLoader,
     *,
@@ -173,6 +158,7 @@ def make_painter(
     """
     from atelier.art.blocks.color import preserve_colors
     from atelier.art.blocks.images import decode_image, fit_longest, to_tensor
+    from atelier.art.engines.protocol import paint
     from atelier.service.engines import filter_name
 
     device = loader.device
@@ -213,7 +199,7 @@ def make_painter(
     def paint_style(frames: torch.Tensor) -> torch.Tensor:
         frames = frames.to(device)
         with torch.inference_mode():
-            painted = model.decode(model.encode_content(frames), encoded, style_weights=weights, alpha=alpha)
+            painted = paint(model, frames, encoded, style_weights=weights, alpha=alpha)
         return preserve_colors(painted, frames) if preserve_color else painted
 
     return paint_style

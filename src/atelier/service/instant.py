@@ -42,6 +42,7 @@ from atelier.art.blocks.color import preserve_colors
 from atelier.art.blocks.faces import Faces
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.blocks.lattice import suppress_lattice
+from atelier.art.engines.protocol import paint
 from atelier.service.batcher import MicroBatcher
 from atelier.service.encodings import nbytes, stack, unstack
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
@@ -460,7 +461,7 @@ class InstantService:
                     signals = styles[indices[0]]
                     result = paint_faces_finer(
                         photo, result, faces,
-                        lambda x, s=signals: model.decode(model.encode_content(x), s, alpha=alpha, style_weights=weights),
+                        lambda x, s=signals: paint(model, x, s, alpha=alpha, style_weights=weights),
                     )
                 if engine_name == "microast":  # as stylize_image: the 4/8 px lattice out of flat areas
                     if photo is None:

@@ -19,6 +19,7 @@ from PIL import Image
 from atelier.art.blocks.color import preserve_colors
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.blocks.lattice import suppress_lattice
+from atelier.art.engines.protocol import encode_styles, paint
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
 from atelier.service.errors import StyleChoiceError
@@ -105,47 +106,41 @@ def stylize_image(
     sizes = tuple(style_size or tied_style_size(style.size, content.size) for style in styles)
     mask_tensor = _mask_tensor(mask, content.size, len(styles)) if mask is not None else None
     progress(Progress("paint", 2, steps))
-    with torch.inference_mode():
-        if style_cache is not None and mask_tensor is None and not preserve_color:
-            # The paintings' signals do not depend on the photo here: encoded once per size.
-            key = (engine, adain, sizes)
-            if key not in style_cache:
-                style_cache[key] = [
-                    model.encode_style(to_tensor(fit_longest(style, side)).to(loader.device))
-                    for style, side in zip(styles, sizes)
-                ]
-            signals = style_cache[key]
+    mask_weights = None if mask_tensor is None else mask_tensor.to(loader.device)
 
-            def paint(x: torch.Tensor) -> torch.Tensor:
-                return model.decode(_content_features(model, x, alpha), signals, style_weights=weights, alpha=alpha)
+    def scaled() -> list[torch.Tensor]:
+        return [to_tensor(fit_longest(style, side)).to(loader.device) for style, side in zip(styles, sizes)]
+
+    with torch.inference_mode():
+        if preserve_color:
+            # Recoloured to each picture painted (the photo, then each face crop): nothing to keep.
+            pictures = scaled()
+
+            def signals_of(x: torch.Tensor) -> list[Any]:
+                return encode_styles(model, pictures, color_of=x)
 
         else:
-            paintings = [to_tensor(fit_longest(style, side)).to(loader.device) for style, side in zip(styles, sizes)]
+            # The paintings' signals do not depend on the photo here: encoded once per size.
+            key = (engine, adain, sizes)
+            signals = style_cache.get(key) if style_cache is not None else None
+            if signals is None:
+                signals = encode_styles(model, scaled())
+                if style_cache is not None:
+                    style_cache[key] = signals
 
-            def paint(x: torch.Tensor) -> torch.Tensor:
-                return model.stylize(  # type: ignore[attr-defined]
-                    x, paintings, style_weights=weights, alpha=alpha, preserve_color=preserve_color,
-                    mask=None if mask_tensor is None else mask_tensor.to(loader.device),
-                )
+            def signals_of(x: torch.Tensor) -> list[Any]:
+                return signals
 
-        painted = paint(photo)
+        def painted_picture(x: torch.Tensor) -> torch.Tensor:
+            return paint(model, x, signals_of(x), style_weights=weights, alpha=alpha, mask=mask_weights)
+
+        painted = painted_picture(photo)
         if mask_tensor is None and alpha > 0:
-            painted = paint_faces_finer(photo, painted, find_faces(content, faces), paint)
+            painted = paint_faces_finer(photo, painted, find_faces(content, faces), painted_picture)
         if delattice and engine == "microast":
             painted = suppress_lattice(painted, photo)
     progress(Progress("done", 3, steps))
     return to_pil(painted)
-
-
-def _content_features(model: Any, photo: torch.Tensor, alpha: float) -> Any:
-    # MicroAST's photo encoding also encodes the photo as a style (the alpha < 1 end); at full
-    # strength nothing reads it, so it is skipped (as MicroAST.stylize does).
-    if alpha >= 1.0:
-        try:
-            return model.encode_content(photo, own_style=False)
-        except TypeError:  # an engine without the option (AdaIN has no such part)
-            pass
-    return model.encode_content(photo)
 
 
 def tied_style_size(painting: tuple[int, int], output: tuple[int, int]) -> int:

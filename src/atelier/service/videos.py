@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from atelier.art.blocks.images import fit_longest, to_tensor
+from atelier.art.engines.protocol import paint
 from atelier.service.catalog_sync import require_style
 from atelier.service.context import Services
 from atelier.service.i18n import normalize
@@ -191,11 +192,11 @@ def video_painter(services: Services, style: StyleRef, *, alpha: float) -> Calla
     painting = fit_longest(style.load().convert("RGB"), DEFAULT_STYLE_SIZE)
     encoded = model.encode_style(to_tensor(painting).to(loader.device))
 
-    def paint(frames: torch.Tensor) -> torch.Tensor:
+    def painted(frames: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return model.decode(model.encode_content(frames.to(loader.device)), [encoded], alpha=alpha)
+            return paint(model, frames.to(loader.device), [encoded], alpha=alpha)
 
-    return paint
+    return painted
 
 
 @job_handler(VIDEO_JOB)

@@ -460,7 +460,7 @@ def test_pil_in_pil_out_and_progress(engine: AdaIN, content_dir: Path, style_dir
     seen: list[Progress] = []
     out = engine.stylize(photo, [style], progress=seen.append)
     assert isinstance(out, Image.Image) and out.size == (101, 77)
-    assert [p.stage for p in seen] == ["encode content", "encode style", "decode"]
+    assert [p.stage for p in seen] == ["encode style", "encode content", "decode"]
     assert seen[-1].fraction == 1.0
     # a grey-level PIL mask: white is painted, black keeps the photo
     mask = Image.new("L", (101, 77), 0)

@@ -26,13 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
 from atelier.art.blocks.color import coral
 from atelier.art.blocks.devices import resolve_device
 from atelier.art.errors import ArtError, ImageError, ModelError
-from atelier.art.blocks.images import to_pil, to_tensor
 from atelier.art.blocks.padding import crop_to, pad_to_multiple
+from atelier.art.engines.protocol import Stylizes
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.art.blocks.upconv import cached_kernel, transposed_kernel, upsample_conv
 from atelier.art.blocks.vgg import (
@@ -279,10 +278,9 @@ class StyleStatistics:
     std: torch.Tensor
 
 
-ImageLike = torch.Tensor | Image.Image
 
 
-class AdaIN:
+class AdaIN(Stylizes):
     """The AdaIN engine (implements :class:`atelier.art.engines.protocol.StyleEngine`).
 
     Built from a :class:`VGGEncoder` reaching ``level`` and a :class:`Decoder` that inverts it.
@@ -332,12 +330,17 @@ class AdaIN:
 
     # -- the three steps ----------------------------------------------------------------------
 
-    def encode_content(self, content: torch.Tensor) -> ContentFeatures:
-        """Features of a batch of photos (N, 3, H, W) in 0..1, padded for the decoder."""
+    def encode_content(
+        self, content: torch.Tensor, *, own_style: bool = True, progress: ProgressCallback | None = None
+    ) -> ContentFeatures:
+        """Features of a batch of photos (N, 3, H, W) in 0..1, padded for the decoder.
+        ``own_style`` is the protocol's: AdaIN has no part that encodes the photo as a style."""
         image = self._image_batch(content, "content")
         with torch.inference_mode():
             padded, size = pad_to_multiple(image, self.multiple)
             features = self.encoder.encode(padded, self.level)
+        if progress is not None:
+            progress(Progress(stage="encode content", step=1, total=1))
         return ContentFeatures(features=features, size=size)
 
     def encode_style(
@@ -427,52 +430,6 @@ class AdaIN:
             out = crop_to(out, content.size).float().clamp_(0.0, 1.0)
         progress(Progress(stage="decode", step=1, total=1))
         return out
-
-    # -- all in one ---------------------------------------------------------------------------
-
-    def stylize(
-        self,
-        content: ImageLike,
-        styles: ImageLike | Sequence[ImageLike],
-        *,
-        style_weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_color: bool = False,
-        mask: torch.Tensor | Image.Image | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> ImageLike:
-        """Encode, encode, decode: for callers that do not cache features.
-
-        ``content`` is a PIL image or a (N, 3, H, W) tensor in 0..1 and the result is of the same
-        kind (tensors come back on the content's device). ``styles`` is one picture or a list.
-        ``preserve_color`` recolours each style to the photo's colours (CORAL) before encoding.
-        """
-        progress = progress or no_progress
-        was_pil = isinstance(content, Image.Image)
-        content_t = to_tensor(content) if was_pil else content
-        style_list = [styles] if isinstance(styles, (torch.Tensor, Image.Image)) else list(styles)
-        style_ts = [to_tensor(s) if isinstance(s, Image.Image) else s for s in style_list]
-        if isinstance(mask, Image.Image):
-            mask = to_tensor(mask.convert("L").convert("RGB"))[:, :1]  # grey levels as weights
-        total = 2 + len(style_ts)
-
-        features = self.encode_content(content_t)
-        progress(Progress(stage="encode content", step=1, total=total))
-        stats = []
-        for i, style in enumerate(style_ts):
-            stats.append(self.encode_style(style, color_of=content_t if preserve_color else None))
-            progress(Progress(stage="encode style", step=2 + i, total=total))
-        out = self.decode(
-            features,
-            stats,
-            style_weights=list(style_weights) if style_weights is not None else None,
-            alpha=alpha,
-            mask=mask,
-        )
-        progress(Progress(stage="decode", step=total, total=total))
-        if was_pil:
-            return to_pil(out)
-        return out.to(content_t.device)
 
     # -- helpers ------------------------------------------------------------------------------
 

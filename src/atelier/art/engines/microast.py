@@ -42,23 +42,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
 from atelier.art.blocks.blockconv import block_conv, block_kernel
 from atelier.art.blocks.color import coral
 from atelier.art.errors import ArtError, ImageError, ModelError
-from atelier.art.blocks.images import to_pil, to_tensor
 from atelier.art.blocks.padding import pad_to_multiple
+from atelier.art.engines.protocol import Stylizes
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.art.blocks.upconv import cached_kernel
 from atelier.art.blocks.weights import read_state_dict
 
-ImageLike: TypeAlias = torch.Tensor | Image.Image
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +378,7 @@ def _per_pixel(coeffs: torch.Tensor, weights: torch.Tensor | None) -> torch.Tens
 # The engine
 
 
-class MicroAST(nn.Module):
+class MicroAST(nn.Module, Stylizes):
     """MicroAST as an :class:`atelier.art.engines.protocol.StyleEngine`. Build it with :func:`load_microast`.
 
     ``encode_content`` and ``encode_style`` return objects to cache (:class:`MicroASTContent`,
@@ -641,50 +638,6 @@ class MicroAST(nn.Module):
                 del y
                 _report(progress, "decode", index, total)
             return out
-
-    def stylize(
-        self,
-        content: ImageLike,
-        styles: ImageLike | Sequence[ImageLike],
-        *,
-        style_weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_color: bool = False,
-        mask: torch.Tensor | Image.Image | None = None,
-        progress: ProgressCallback | None = None,
-        tile: int | None = None,
-    ) -> ImageLike:
-        """Encode, encode, decode: for callers that do not cache.
-
-        ``content`` is a PIL image or an (N, 3, H, W) tensor in 0..1 and the result is of the same
-        kind (tensors come back on the content's device). ``styles`` is one picture or a list
-        (PIL or (1, 3, h, w)). ``preserve_color`` recolours each style to the photo's colours
-        (CORAL) before encoding, per photo of a batch. A PIL ``mask`` gives weights by its grey
-        levels. The other options are :meth:`decode`'s.
-        """
-        was_pil = isinstance(content, Image.Image)
-        photo = to_tensor(content) if was_pil else content
-        style_list = [styles] if isinstance(styles, (torch.Tensor, Image.Image)) else list(styles)
-        if not style_list:
-            raise ArtError("give at least one style")
-        style_images = [to_tensor(s) if isinstance(s, Image.Image) else s for s in style_list]
-        if isinstance(mask, Image.Image):
-            mask = to_tensor(mask.convert("L").convert("RGB"))[:, :1]
-        # The photo's own signals are only read below alpha 1 or by a mask's "keep the photo".
-        encoded = self._encode_content(
-            photo, tile=tile, progress=progress, own_style=alpha < 1.0 or mask is not None
-        )
-        signals = [self.encode_style(s, color_of=photo if preserve_color else None) for s in style_images]
-        out = self.decode(
-            encoded,
-            signals,
-            style_weights=style_weights,
-            alpha=alpha,
-            mask=mask,
-            progress=progress,
-            tile=tile,
-        )
-        return to_pil(out) if was_pil else out.to(photo.device)
 
 
 # --------------------------------------------------------------------------------------------
