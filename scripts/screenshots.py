@@ -2,8 +2,8 @@
 (1280x800): the instant journey (empty, painted, every style on the photo, an error), the
 commission journey (the form, a bounced form, the status page while it paints and when it is
 done, the preview before and after paying, the demo checkout, the receipt while the HD version
-paints and once delivered), a video, the operator's view (/admin), the API reference and the
-404 page.
+paints and once delivered), a video, the operator's view (/admin), the API reference, the
+404 page, and the commission page of a server started offline (no catalog painting yet).
 
     scripts/screenshots                 # all of them, into docs/images/pages/
     scripts/screenshots --only instant  # the pages whose name starts with "instant"
@@ -40,7 +40,7 @@ WIDTHS = {"phone": {"width": 390, "height": 844}, "wide": {"width": 1280, "heigh
 CHROMIUM = "/usr/bin/chromium"
 #: Spanish pictures of these pages only (every page is pictured in English; these show the
 #: Spanish text where there is the most of it).
-SPANISH = ("instant-2", "instant-4", "commission-2", "commission-5", "commission-8", "commission-9")
+SPANISH = ("instant-2", "instant-4", "commission-2", "commission-5", "commission-8", "commission-9", "offline")
 #: Short recipes: the commission pages, not the painting, are what these pictures show.
 RECIPE = "96x30,192x30"
 #: The operator's password on the scratch server.
@@ -86,17 +86,19 @@ def _clip(photo: Path, target: Path, *, frames: int = 24, width: int = 640, heig
 
 
 @contextmanager
-def server(data: Path) -> Iterator[str]:
-    """`atelier serve` on a free port with one worker inside, until the block ends."""
+def server(data: Path, *, with_styles: bool = True) -> Iterator[str]:
+    """`atelier serve` on a free port with one worker inside, until the block ends; without
+    styles, the catalog is as an offline first start leaves it (no painting downloaded)."""
     from atelier.install.styles import StyleRecipe, add_style
 
     styles = data / "styles"
-    add_style(SHARED / "images/style/starry_night.jpg", name="starry_night", styles_dir=styles,
-              titles={"en": "The Starry Night", "es": "La noche estrellada"}, artist="Vincent van Gogh",
-              recipe=StyleRecipe(base="auto", passes=RECIPE))
-    add_style(SHARED / "images/style/la_muse.jpg", name="la_muse", styles_dir=styles,
-              titles={"en": "La Muse", "es": "La musa"}, artist="Pablo Picasso",
-              recipe=StyleRecipe(base="auto", passes=RECIPE))
+    styles.mkdir(parents=True, exist_ok=True)
+    for name, file, titles, artist in (
+        ("starry_night", "starry_night.jpg", {"en": "The Starry Night", "es": "La noche estrellada"}, "Vincent van Gogh"),
+        ("la_muse", "la_muse.jpg", {"en": "La Muse", "es": "La musa"}, "Pablo Picasso"),
+    ) if with_styles else ():
+        add_style(SHARED / "images/style" / file, name=name, styles_dir=styles, titles=titles, artist=artist,
+                  recipe=StyleRecipe(base="auto", passes=RECIPE))
     port = _free_port()
     env = dict(os.environ, ATELIER_DATA_DIR=str(data), ATELIER_STYLES_DIR=str(styles),
                ATELIER_MODELS_DIR=os.environ.get("ATELIER_MODELS_DIR", str(SHARED / "models")),
@@ -278,6 +280,20 @@ def others(shots: Shots, browser: Any, base: str, files: dict[str, Path], lang: 
     context.close()
 
 
+def offline(shots: Shots, browser: Any, lang: str, width: str) -> None:
+    """The commission page of a server started offline: no catalog painting downloaded yet."""
+    data = Path(tempfile.mkdtemp(prefix="atelier-screenshots-offline-"))
+    try:
+        with server(data, with_styles=False) as base:
+            context = browser.new_context(viewport=WIDTHS[width], locale={"en": "en-GB", "es": "es-ES"}[lang])
+            page = context.new_page()
+            page.goto(f"{base}/{lang}/commission")
+            shots.take(page, f"offline-commission-{width}-{lang}")
+            context.close()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs/images/pages")
@@ -307,6 +323,8 @@ def main() -> None:
                         commission(shots, browser, base, data, files, lang, width)
                     if any(shots.wanted(name) for name in ("video", "admin", "docs", "not-found")):
                         others(shots, browser, base, files, lang, width)
+                    if shots.wanted("offline"):
+                        offline(shots, browser, lang, width)
             browser.close()
     finally:
         shutil.rmtree(data, ignore_errors=True)

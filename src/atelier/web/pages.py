@@ -349,10 +349,21 @@ def _commission_context(services: Services, locale: str, *, photo_id: str = "", 
         "preview_size": services.settings.preview_max_size,
         "awaiting": [
             {"name": s.name, "title": s.title_in(locale), "artist": s.artist, "year": s.year,
-             "initials": "".join(word[0] for word in s.title_in(locale).split() if word[0].isalnum())[:2].upper()}
+             "initials": _initial(s.title_in(locale))}
             for s in services.catalog.awaiting()
         ],
     }
+
+
+#: Words a title's placeholder tile skips for its letter ("The Starry Night" -> S).
+_ARTICLES = frozenset({"the", "a", "an", "el", "la", "los", "las", "un", "una", "le", "les", "der", "die", "das"})
+
+
+def _initial(title: str) -> str:
+    """The letter on the tile of a style whose painting is not here yet."""
+    words = [w for w in title.split() if w[:1].isalnum()]
+    chosen = next((w for w in words if w.lower() not in _ARTICLES), words[0] if words else "?")
+    return chosen[0].upper()
 
 
 #: A bounced commission form's email, kept for the page it is redirected to (POST-redirect-GET):
