@@ -382,3 +382,14 @@ def test_a_job_that_keeps_failing_logs_its_traceback_once(services: Services, ca
     failures = [r for r in caplog.records if "failed (attempt" in r.getMessage()]
     assert [bool(r.exc_info) for r in failures] == [True, False]
     assert "the SMTP server is away" in failures[1].getMessage()
+
+
+def test_memory_is_handed_back_after_each_job_but_not_in_a_pause(
+    services: Services, lanes_for_tests: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released: list[int | None] = []
+    worker = _lanes_worker(services, [])
+    monkeypatch.setattr(worker_module, "release_memory", lambda: released.append(worker.current_job) or True)
+    services.queue.enqueue("test.long", {"order_quick": True}, priority=lanes.PAID)
+    assert worker.run_once() == "done"
+    assert released == [None]  # once, after the long job (not after the quick one in its pause)

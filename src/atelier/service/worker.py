@@ -46,6 +46,7 @@ from atelier.art.errors import ArtError, ModelError
 from atelier.service.errors import PermanentJobError, ServiceError
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Eta, Progress, ProgressMeter
+from atelier.runtime import release_memory
 from atelier.service import lanes
 from atelier.service.context import Services
 from atelier.service.decoding import DecodeBusyError
@@ -457,6 +458,12 @@ class Worker:
             self.current_job = outer_job
             self.services.metrics.job_seconds.labels(job.kind, outcome).observe(time.perf_counter() - started)
             self.report_presence(force=True)
+            if not nested:
+                # Whatever the job was, its freed memory goes back to the system (the allocator
+                # tuning keeps it otherwise: a long-lived worker must not sit at its largest
+                # job's peak, issue 14). Not after a job run in a pause: the paused painting
+                # needs its memory again at once.
+                release_memory()
 
     def interlude(self, paused: JobContext) -> bool:
         """Run one waiting job of a higher priority than ``paused``'s, here and now, while the
