@@ -35,7 +35,8 @@
 
   /* The time left, when the server has an estimate (it gets better as the painting goes). */
   function remaining(state) {
-    if (state.eta_seconds === null || state.eta_seconds === undefined || state.status !== "painting") return "";
+    // While it waits too: the estimate then counts the jobs ahead of it.
+    if (state.eta_seconds === null || state.eta_seconds === undefined || (state.status !== "painting" && state.status !== "queued")) return "";
     return state.eta_seconds < 60 ? msg("eta-soon") : msg("eta", { minutes: Math.round(state.eta_seconds / 60) });
   }
 
