@@ -119,3 +119,6 @@ def test_a_part_that_fails_for_good_fails_the_clip(services: Services, clip: byt
     services.queue.cancel(doomed.id)
     run_until_done(services, view.id, [worker])
     assert videos.get_video(services, view.id).status == "failed"  # type: ignore[union-attr]
+    # The other parts are stopped (or were done) and nothing they painted is left behind.
+    assert all(part.status in (JobStatus.CANCELLED, JobStatus.DONE) for part in videos.video_parts(services, view.id))
+    assert not any(services.blobs.exists(videos.part_key(view.id, index)) for index in range(4))

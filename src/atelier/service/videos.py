@@ -343,6 +343,11 @@ def _join_parts(ctx: JobContext, parts: list[JobInfo]) -> dict[str, Any]:
     payload, services, settings = ctx.payload, ctx.services, ctx.services.settings
     lost = [job for job in parts if job.status in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED)]
     if lost:
+        # The clip cannot be joined any more: stop the other parts and drop what they painted.
+        for job in parts:
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                services.queue.cancel(job.id)
+            services.blobs.delete(part_key(payload["video_id"], int(job.payload["part"])))
         raise PermanentJobError(f"part {lost[0].payload.get('part')} of the clip could not be painted: {lost[0].last_error or lost[0].status}")
     done = sum(job.status == JobStatus.DONE for job in parts)
     if done < len(parts):
