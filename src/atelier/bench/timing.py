@@ -69,17 +69,6 @@ def trim_heap() -> None:
         pass
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now, in MiB."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def reset_peak_rss() -> bool:
     """Reset the kernel's high-water mark of this process's resident memory (Linux 4.0+), after
     handing freed heap memory back (:func:`trim_heap`)."""

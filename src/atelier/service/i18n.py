@@ -45,10 +45,6 @@ def normalize(value: str | None) -> str:
     return primary if primary in LOCALES else DEFAULT_LOCALE
 
 
-def is_supported(value: str | None) -> bool:
-    return bool(value) and value in LOCALES
-
-
 def negotiate(accept_language: str | None) -> str:
     """The best supported locale for an ``Accept-Language`` header (RFC 9110 q-values).
 

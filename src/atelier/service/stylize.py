@@ -19,7 +19,7 @@ from PIL import Image
 from atelier.art.blocks.color import preserve_colors
 from atelier.art.blocks.images import fit_longest, to_pil, to_tensor
 from atelier.art.blocks.lattice import suppress_lattice
-from atelier.art.engines.protocol import encode_styles, paint
+from atelier.art.engines.protocol import encode_styles, normalised_weights, paint
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.service.engines import STYLE_ENGINES, EngineLoader
 from atelier.service.errors import StyleChoiceError
@@ -100,7 +100,7 @@ def stylize_image(
         raise StyleChoiceError(f"unknown engine {engine!r}")
     if not styles:
         raise StyleChoiceError(f"the {engine} engine needs at least one style image")
-    weights = _normalised_weights(style_weights, len(styles))
+    weights = normalised_weights(style_weights, len(styles)) if style_weights is not None else None
     model = loader.style_engine(engine, weights=adain.weights, vgg=adain.vgg, decoder=adain.decoder)  # type: ignore[arg-type]
     photo = to_tensor(content).to(loader.device)
     sizes = tuple(style_size or tied_style_size(style.size, content.size) for style in styles)
@@ -149,20 +149,6 @@ def tied_style_size(painting: tuple[int, int], output: tuple[int, int]) -> int:
     size, right for outputs about that big) and, above that, never more than the painting's
     own (the official MicroAST code feeds the style at its full size for any output)."""
     return max(DEFAULT_STYLE_SIZE, min(max(painting), max(output)))
-
-
-def _normalised_weights(weights: Sequence[float] | None, count: int) -> list[float] | None:
-    if weights is None:
-        return None
-    weights = list(weights)
-    if len(weights) != count:
-        raise StyleChoiceError(
-            f"{len(weights)} style weights were given for {count} style images; give one per style"
-        )
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise StyleChoiceError("style weights must be zero or more, and not all zero")
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 def _mask_tensor(mask: Image.Image, size: tuple[int, int], styles: int) -> torch.Tensor:

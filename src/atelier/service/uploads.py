@@ -214,15 +214,6 @@ def decode_within_budget(services: Services, data: bytes) -> Image.Image:
         return decode_image(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes)
 
 
-def keep_upload(services: Services, upload_id: str) -> None:
-    """Make a temporary upload permanent (it became part of a commission)."""
-    with transaction(services.engine) as session:
-        row = session.get(Upload, upload_id)
-        if row is not None:
-            row.temporary = False
-            row.expires_at = None
-
-
 # ------------------------------------------------------------------------------------------------
 # direct uploads
 

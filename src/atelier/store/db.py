@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from atelier.extras import need
@@ -397,11 +397,6 @@ def _sqlite_discipline(engine: Engine, busy_timeout_ms: int) -> None:
         if mode not in ("IMMEDIATE", "DEFERRED", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin must be IMMEDIATE, DEFERRED or EXCLUSIVE, not {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions on ``engine``; objects stay readable after commit (no surprise reloads)."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @contextmanager

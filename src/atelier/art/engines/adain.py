@@ -31,7 +31,7 @@ from atelier.art.blocks.color import coral
 from atelier.art.blocks.devices import resolve_device
 from atelier.art.errors import ArtError, ImageError, ModelError
 from atelier.art.blocks.padding import crop_to, pad_to_multiple
-from atelier.art.engines.protocol import Stylizes
+from atelier.art.engines.protocol import Stylizes, mask_batch, normalised_weights
 from atelier.art.progress import Progress, ProgressCallback, no_progress
 from atelier.art.blocks.upconv import cached_kernel, transposed_kernel, upsample_conv
 from atelier.art.blocks.vgg import (
@@ -382,7 +382,7 @@ class AdaIN(Stylizes):
         feats = content.features
         with torch.inference_mode():
             if mask is None:
-                weights = _normalised_weights(style_weights, len(styles))
+                weights = normalised_weights(style_weights, len(styles))
                 content_mean, content_std = mean_std(self._unpadded(feats, content.size))
                 # AdaIN is affine per channel, so the weighted sum of K AdaIN outputs and the
                 # alpha blend fold into one scale and shift: one pass over the feature map.
@@ -489,17 +489,7 @@ class AdaIN(Stylizes):
         feature_size: torch.Size,
     ) -> list[tuple[torch.Tensor, StyleStatistics | None]]:
         """(weight map at feature resolution, style or None for 'keep the photo') per region."""
-        if mask.dim() == 2:
-            mask = mask[None, None]
-        elif mask.dim() == 3:
-            mask = mask[None]
-        if mask.dim() != 4:
-            raise ArtError(f"the mask must be (H, W) or (N, K, H, W), got {tuple(mask.shape)}")
-        if tuple(mask.shape[-2:]) != tuple(size):
-            raise ArtError(
-                f"the mask is {mask.shape[-1]}x{mask.shape[-2]} px but the photo is "
-                f"{size[1]}x{size[0]} px; they must be the same size"
-            )
+        mask = mask_batch(mask, size)
         mask = mask.to(device=self.device, dtype=self.dtype).clamp(0.0, 1.0)
         # Pad like the photo, then average each multiple x multiple cell: the share of the cell
         # the mask covers. (test.lua takes the nearest mask pixel instead; the area average gives
@@ -527,18 +517,6 @@ class AdaIN(Stylizes):
         if bool((rest > 0).any()):
             regions.append((rest, None))
         return regions
-
-
-def _normalised_weights(weights: Sequence[float] | None, count: int) -> list[float]:
-    if weights is None:
-        return [1.0 / count] * count
-    weights = [float(w) for w in weights]
-    if len(weights) != count:
-        raise ArtError(f"give one weight per style: {len(weights)} weights for {count} styles")
-    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
-        raise ArtError("style weights must be zero or more, and not all zero")
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 def load_adain(

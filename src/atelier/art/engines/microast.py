@@ -51,7 +51,7 @@ from atelier.art.blocks.blockconv import block_conv, block_kernel
 from atelier.art.blocks.color import coral
 from atelier.art.errors import ArtError, ImageError, ModelError
 from atelier.art.blocks.padding import pad_to_multiple
-from atelier.art.engines.protocol import Stylizes
+from atelier.art.engines.protocol import Stylizes, mask_batch, normalised_weights
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.art.blocks.upconv import cached_kernel
 from atelier.art.blocks.weights import read_state_dict
@@ -576,7 +576,7 @@ class MicroAST(nn.Module, Stylizes):
             signals = _stack_styles(styles, n, self.device)  # (1|N, K, 64)
             weights: torch.Tensor | None = None
             if mask is None:
-                mix = _normalised_weights(style_weights, len(styles)).to(self.device)
+                mix = torch.tensor(normalised_weights(style_weights, len(styles)), device=self.device)
                 signals = {k: torch.einsum("k,bkc->bc", mix, v).unsqueeze(1) for k, v in signals.items()}
             else:
                 weights, keeps_photo = _mask_weights(
@@ -677,17 +677,6 @@ def _report(progress: ProgressCallback | None, stage: str, step: int, total: int
         progress(Progress(stage, step, total))
 
 
-def _normalised_weights(style_weights: Sequence[float] | None, count: int) -> torch.Tensor:
-    if style_weights is None:
-        return torch.full((count,), 1.0 / count)
-    weights = torch.tensor([float(v) for v in style_weights], dtype=torch.float32)
-    if weights.numel() != count:
-        raise ArtError(f"give one weight per style: {weights.numel()} weights for {count} styles")
-    if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()) or float(weights.sum()) <= 0:
-        raise ArtError("style weights must be zero or more, and not all zero")
-    return weights / weights.sum()
-
-
 def _adain_coefficients(
     stats: _RegionStats, style_mean: torch.Tensor, style_std: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -723,17 +712,7 @@ def _mask_weights(
 ) -> tuple[torch.Tensor, bool]:
     """A user's mask -> per-region weights (1|N, R, H'/4, W'/4) and whether the last region is
     "keep the photo" (R = K + 1) -- the rules of :mod:`atelier.art.engines.adain`'s masks."""
-    if mask.dim() == 2:
-        mask = mask[None, None]
-    elif mask.dim() == 3:
-        mask = mask[None]
-    if mask.dim() != 4:
-        raise ArtError(f"the mask must be (H, W) or (N, K, H, W), got {tuple(mask.shape)}")
-    if tuple(mask.shape[-2:]) != tuple(size):
-        raise ArtError(
-            f"the mask is {mask.shape[-1]}x{mask.shape[-2]} px but the photo is "
-            f"{size[1]}x{size[0]} px; they must be the same size"
-        )
+    mask = mask_batch(mask, size)
     channels = mask.shape[1]
     if channels == 1 and count > 2:
         raise ArtError(f"a one-channel mask takes one or two styles, got {count}")

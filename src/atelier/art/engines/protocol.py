@@ -17,6 +17,7 @@ are put together in one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -59,6 +60,37 @@ class StyleEngine(Protocol):
     ) -> torch.Tensor:
         """The stylized batch (N, 3, H, W) in 0..1 at the content's size."""
         ...
+
+
+def normalised_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """Blend weights of ``count`` styles summing to 1 (equal when None); refused unless there is
+    one per style, none negative or not a number, and not all zero."""
+    if weights is None:
+        return [1.0 / count] * count
+    weights = [float(w) for w in weights]
+    if len(weights) != count:
+        raise ArtError(f"give one weight per style: {len(weights)} weights for {count} styles")
+    if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+        raise ArtError("style weights must be zero or more, and not all zero")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def mask_batch(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A user's mask, (H, W), (K, H, W) or (N, K, H, W), as (N, K, H, W); refused unless it is the
+    photo's ``size`` (height, width)."""
+    if mask.dim() == 2:
+        mask = mask[None, None]
+    elif mask.dim() == 3:
+        mask = mask[None]
+    if mask.dim() != 4:
+        raise ArtError(f"the mask must be (H, W) or (N, K, H, W), got {tuple(mask.shape)}")
+    if tuple(mask.shape[-2:]) != tuple(size):
+        raise ArtError(
+            f"the mask is {mask.shape[-1]}x{mask.shape[-2]} px but the photo is "
+            f"{size[1]}x{size[0]} px; they must be the same size"
+        )
+    return mask
 
 
 def encode_styles(
