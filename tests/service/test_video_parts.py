@@ -122,3 +122,15 @@ def test_a_part_that_fails_for_good_fails_the_clip(services: Services, clip: byt
     # The other parts are stopped (or were done) and nothing they painted is left behind.
     assert all(part.status in (JobStatus.CANCELLED, JobStatus.DONE) for part in videos.video_parts(services, view.id))
     assert not any(services.blobs.exists(videos.part_key(view.id, index)) for index in range(4))
+
+
+def test_parts_of_a_clip_the_operator_cancelled_are_not_painted(services: Services, clip: bytes) -> None:
+    upload, _ = store_upload(services, clip, kind="video")
+    view = videos.order_video(services, upload=upload, style_name="candy", size=96)
+    worker = Worker(services, worker_id="w1")
+    assert worker.run_once() == "deferred"
+    clip_job = services.queue.find(videos.VIDEO_JOB, videos.video_key(view.id))
+    assert clip_job is not None and services.queue.cancel(clip_job.id)
+    outcomes = [worker.run_once() for _ in range(4)]
+    assert outcomes == ["failed"] * 4  # each part refuses at once: nobody would join it
+    assert not any(services.blobs.exists(videos.part_key(view.id, index)) for index in range(4))

@@ -391,6 +391,10 @@ def paint_video_part(ctx: JobContext) -> dict[str, Any]:
     from atelier.art.engines import video
 
     payload, services, settings = ctx.payload, ctx.services, ctx.services.settings
+    clip = _video_job(services, payload["video_id"])
+    if clip is None or clip.status in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED):
+        # The clip was cancelled (or failed): nobody will join this part.
+        raise PermanentJobError("the clip this part belongs to is no longer being painted")
     upload = get_upload(services, payload["upload_id"])
     _, paint = _style_and_painter(ctx)
     key = part_key(payload["video_id"], int(payload["part"]))
