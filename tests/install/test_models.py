@@ -27,6 +27,7 @@ class FileServer:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
         self.hits: list[str] = []
+        self.ranges: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,16 @@ class FileServer:
                 body, behaviour = server.routes.get(self.path, (b"", "404"))
                 if behaviour == "404":
                     self.send_error(404, "Not Found")
+                    return
+                server.ranges.append(self.headers.get("Range"))
+                wanted = self.headers.get("Range") or ""
+                if behaviour == "ranges" and wanted.startswith("bytes="):
+                    start = int(wanted[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Length", str(len(body) - start))
+                    self.end_headers()
+                    self.wfile.write(body[start:])
                     return
                 self.send_response(200)
                 kind = "text/html" if behaviour == "html" else "application/octet-stream"
@@ -322,8 +333,9 @@ def test_an_unreachable_host_says_offline_and_names_import(
 
 
 @pytest.mark.parametrize("pinned", [True, False])
-def test_a_download_cut_short_leaves_no_partial_file(
-    server: FileServer, monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path, pinned: bool
+@pytest.mark.parametrize("server_ranges", [True, False])
+def test_a_download_cut_short_is_kept_hidden_and_continued_by_the_next_run(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path, pinned: bool, server_ranges: bool
 ) -> None:
     body = (models_dir / "vgg" / "vgg_normalised_conv2_1.pth").read_bytes()
     server.routes["/enc.pth"] = (body, "cut")
@@ -333,10 +345,37 @@ def test_a_download_cut_short_leaves_no_partial_file(
     if not pinned:  # the Content-Length check alone must catch it
         encoder = dataclasses.replace(encoder, size=None, sha256=None)
     monkeypatch.setitem(models.REGISTRY, "ust-conv2_1", dataclasses.replace(spec, files=(encoder,)))
-    with pytest.raises(ModelError, match="cut off|interrupted"):
+    with pytest.raises(ModelError, match="cut off|interrupted") as caught:
         models.download(["ust-conv2_1"], models_dir=tmp_path, timeout=5)
-    assert not (tmp_path / encoder.relpath).exists()
+    assert "run the same command again to continue it" in str(caught.value)
+    assert not (tmp_path / encoder.relpath).exists()  # never under its real name while partial
+    assert leftovers(tmp_path) == [f".{Path(encoder.relpath).name}.part"]
+    # The network is back: the next run asks for the rest only (or, from a server that ignores
+    # ranges, takes the whole file again), and the file is whole, checked and in place.
+    server.routes["/enc.pth"] = (body, "ranges" if server_ranges else "ok")
+    server.ranges.clear()
+    models.download(["ust-conv2_1"], models_dir=tmp_path, timeout=5)
+    assert server.ranges == [f"bytes={len(body) // 2}-"]
+    assert (tmp_path / encoder.relpath).read_bytes() == body
     assert leftovers(tmp_path) == []
+
+
+def test_a_kept_partial_that_does_not_add_up_is_thrown_away(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch, models_dir: Path, tmp_path: Path
+) -> None:
+    body = (models_dir / "vgg" / "vgg_normalised_conv2_1.pth").read_bytes()
+    server.routes["/enc.pth"] = (body, "ranges")
+    spec = models.REGISTRY["ust-conv2_1"]
+    encoder = dataclasses.replace(spec.file("encoder"), urls=(server.url("/enc.pth"),))
+    monkeypatch.setitem(models.REGISTRY, "ust-conv2_1", dataclasses.replace(spec, files=(encoder,)))
+    dest = tmp_path / encoder.relpath
+    dest.parent.mkdir(parents=True)
+    models.partial_path(dest).write_bytes(b"x" * 1000)  # not the start of this file
+    with pytest.raises(ModelError, match="does not match the pinned checksum"):
+        models.download(["ust-conv2_1"], models_dir=tmp_path, timeout=5)
+    assert leftovers(tmp_path) == [] and not dest.exists()
+    models.download(["ust-conv2_1"], models_dir=tmp_path, timeout=5)  # and the next run starts afresh
+    assert dest.read_bytes() == body
 
 
 def test_a_dead_first_source_falls_back_to_the_second(

@@ -637,6 +637,10 @@ class ModelUnreachableError(ModelError):
     files would fail the same way, so ``atelier setup`` stops asking after the first."""
 
 
+class _CutOff(ModelError):
+    """A download the network cut off part-way; what arrived is kept to be continued."""
+
+
 def download(
     names: Sequence[str] | None = None,
     *,
@@ -699,32 +703,52 @@ def download(
     return reports
 
 
+def partial_path(dest: Path) -> Path:
+    """Where a download of ``dest`` that was cut off waits to be continued."""
+    return dest.parent / f".{dest.name}.part"
+
+
 def _download_file(
     f: ModelFile, dest: Path, *, progress: ProgressCallback | None, timeout: float
 ) -> None:
+    # The bytes received so far stay in a partial file beside the destination when the network
+    # goes away, and the next run asks only for the rest (an HTTP Range request): the 90 MB of
+    # AdaIN's weights are not fetched twice because a train went into a tunnel. A file that
+    # arrives whole is checked against its pinned size and sha256 before it is renamed in; one
+    # that fails the check is deleted, never continued.
     failures: list[ModelError] = []
+    partial = partial_path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     for url in f.urls:
-        with _temp_beside(dest) as temp:
-            try:
-                size, sha = _fetch(
-                    url, temp, expected_size=f.size, stage=f.relpath, progress=progress, timeout=timeout
+        try:
+            size, sha = _fetch(
+                url, partial, expected_size=f.size, stage=f.relpath, progress=progress, timeout=timeout, resume=True
+            )
+        except ModelError as exc:
+            log.info("download of %s from %s failed: %s", f.relpath, url, exc)
+            failures.append(exc)
+            if not _worth_continuing(exc):
+                partial.unlink(missing_ok=True)
+            continue
+        state, message = _judge(f, size=size, sha=sha)
+        if state == "corrupt":
+            partial.unlink(missing_ok=True)
+            failures.append(
+                ModelError(
+                    f"the file downloaded from {_host(url)} for {f.relpath} does not match the "
+                    f"pinned checksum ({message}); nothing was installed"
                 )
-            except ModelError as exc:
-                log.info("download of %s from %s failed: %s", f.relpath, url, exc)
-                failures.append(exc)
-                continue
-            state, message = _judge(f, size=size, sha=sha)
-            if state == "corrupt":
-                failures.append(
-                    ModelError(
-                        f"the file downloaded from {_host(url)} for {f.relpath} does not match the "
-                        f"pinned checksum ({message}); nothing was installed"
-                    )
-                )
-                continue
-            _install(temp, dest)
-            return
+            )
+            continue
+        _install(partial, dest)
+        return
     raise _pick_failure(failures)
+
+
+def _worth_continuing(exc: ModelError) -> bool:
+    """A download cut off by the network (or never started) is continued next time; one the
+    server refused or sent too much for is not."""
+    return isinstance(exc, (ModelUnreachableError, _CutOff))
 
 
 def _download_archive(
@@ -810,6 +834,7 @@ def _fetch(
     stage: str,
     progress: ProgressCallback | None,
     timeout: float,
+    resume: bool = False,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``temp``; return (bytes, sha256). Raises ModelError on any failure."""
     limit = expected_size if expected_size is not None else _MAX_UNPINNED_BYTES
@@ -823,11 +848,14 @@ def _fetch(
             user_agent=_USER_AGENT,
             timeout=timeout,
             progress=progress,
+            resume=resume,
         )
     except FetchError as exc:
         if exc.unreachable:
             raise ModelUnreachableError(f"{exc}: are you offline? copy the files with `atelier models import DIR`") from None
         if "interrupted" in str(exc) or "cut off" in str(exc):
+            if resume:
+                raise _CutOff(f"{exc}; nothing was installed yet: run the same command again to continue it") from None
             raise ModelError(f"{exc}; nothing was installed") from None
         raise ModelError(str(exc)) from None
 
