@@ -201,6 +201,25 @@ def test_the_photo_goes_from_the_page_to_the_bucket_not_through_the_app_and_is_p
     assert not problems, problems
 
 
+def test_an_own_painting_goes_to_the_bucket_too(browser: Any, site: Site, photo: Path, style_dir: Path, tmp_path: Path) -> None:
+    painting = tmp_path / "la_muse.jpg"
+    painting.write_bytes(small_jpeg(style_dir / "la_muse.jpg", 512))
+    page, problems = open_page(browser, site)
+    page.set_input_files("#photo", str(photo))
+    wait_painted(page)
+    before_app, before_s3 = len(site.log.entries), len(site.s3.requests)
+    page.click("label[for=style-own]")
+    page.set_input_files("#painting", str(painting))
+    page.wait_for_function("() => /atelier-painting/.test(document.getElementById('download').getAttribute('download') || '')")
+    page.context.close()
+    app = site.log.entries[before_app:]
+    assert ("POST", "/api/v1/uploads") not in [(m, p) for m, p, _ in app]
+    assert max(size for *_, size in app) < 1024, app
+    to_bucket = [n for m, p, n, o in site.s3.requests[before_s3:] if m == "POST" and p.strip("/") == site.bucket and o == site.url]
+    assert len(to_bucket) == 1 and to_bucket[0] > painting.stat().st_size, to_bucket
+    assert not problems, problems
+
+
 def test_the_upload_shows_its_progress(browser: Any, site: Site, photo: Path) -> None:
     page, problems = open_page(browser, site)
     page.evaluate(
