@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from babel.messages.extract import extract, extract_from_dir
 from babel.messages.pofile import read_po
 
 from atelier.service import i18n
-from atelier.service.mail import TEMPLATES
+from atelier.service.mail import MAILS_DIR
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "atelier"
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy": None}
@@ -35,9 +34,7 @@ def used_messages() -> set[str]:
     for module in [*(SRC / "web").glob("*.py"), SRC / "service" / "catalog.py", SRC / "service" / "mail.py", SRC / "service" / "pricing.py", SRC / "service" / "progress.py"]:
         with open(module, "rb") as source:
             add(extract("python", source, keywords=PY_KEYWORDS), 1)
-    for template in TEMPLATES.values():
-        for text in (template.subject, template.text, template.html):
-            add(extract("jinja2", io.BytesIO(text.encode()), keywords=KEYWORDS), 1)
+    add(extract_from_dir(str(MAILS_DIR), method_map=[("*.html", "jinja2"), ("*.txt", "jinja2")], keywords=KEYWORDS), 2)
     return found
 
 

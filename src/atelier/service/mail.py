@@ -73,15 +73,13 @@ class PermanentMailError(MailError, PermanentJobError):
 # templates
 
 
-@dataclass(frozen=True)
-class MailTemplate:
-    """A mail: Jinja2 sources of the subject, the plain text and the HTML body; strings in
-    ``{% trans %}`` / ``_()`` are translated with the Babel catalog."""
-
-    name: str
-    subject: str
-    text: str
-    html: str
+#: The mails' Jinja files, like the pages': ``NAME.txt`` (a ``subject`` block and the plain-text
+#: ``body``, on ``layout.txt``) and ``NAME.html`` (the HTML ``body`` on ``layout.html``, with the
+#: ``button`` macro of ``button.html``); strings in ``{% trans %}`` / ``_()`` are translated with
+#: the Babel catalog.
+MAILS_DIR = Path(__file__).resolve().parent / "mails"
+#: Every mail there is.
+MAILS: tuple[str, ...] = tuple(sorted(p.stem for p in MAILS_DIR.glob("*.txt") if p.stem != "layout"))
 
 
 @dataclass(frozen=True)
@@ -91,199 +89,32 @@ class RenderedMail:
     html: str
 
 
-_LAYOUT = """<!doctype html>
-<html lang="{{ locale }}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{{ subject }}</title></head>
-<body style="margin:0;padding:0;background:#f5f1ea;font-family:Georgia,'Times New Roman',serif;color:#2b2620">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="background:#f5f1ea"><tr><td align="center" style="padding:32px 12px">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:560px;background:#ffffff;border-radius:14px">
-<tr><td style="padding:28px 32px 8px 32px;font-size:14px;letter-spacing:.18em;text-transform:uppercase;color:#8a6d4b">Atelier</td></tr>
-<tr><td style="padding:8px 32px 28px 32px;font-size:17px;line-height:1.55">
-{{ body }}
-</td></tr></table>
-<p style="font-size:12px;color:#8a8075;max-width:560px;font-family:Arial,sans-serif">{{ footer }}</p>
-</td></tr></table></body></html>"""
-
-_BUTTON = (
-    '<p style="margin:28px 0"><a href="{href}" style="background:#2b2620;color:#ffffff;'
-    'text-decoration:none;padding:14px 24px;border-radius:999px;font-family:Arial,sans-serif;'
-    'font-size:16px;display:inline-block">{label}</a></p>'
-)
-
-TEMPLATES: dict[str, MailTemplate] = {}
-
-
-def register_template(template: MailTemplate) -> MailTemplate:
-    """Add a mail (other services add theirs, e.g. the download link after a sale)."""
-    TEMPLATES[template.name] = template
-    return template
-
-
-register_template(
-    MailTemplate(
-        name="preview_ready",
-        subject="{{ _('Your artwork is ready') }}",
-        text="""{{ _('Hello,') }}
-
-{% trans style=style %}Your photo has been painted in the style of {{ style }}. See your artwork here:{% endtrans %}
-
-{{ link }}
-
-{{ _('The link is personal: anyone who has it can see the picture. It is watermarked until you decide to buy it, for the price you choose.') }}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{% trans style=style %}Your photo has been painted in the style of {{ style }}. See your artwork here:{% endtrans %}</p>
-{{ button(link, _('See my artwork')) }}
-<p style="font-size:14px;color:#6b6158">{{ _('The link is personal: anyone who has it can see the picture. It is watermarked until you decide to buy it, for the price you choose.') }}</p>
-<p style="font-size:13px;color:#8a8075;word-break:break-all">{{ link }}</p>""",
-    )
-)
-
-register_template(
-    MailTemplate(
-        name="painting_failed",
-        subject="{{ _('We could not paint your artwork') }}",
-        text="""{{ _('Hello,') }}
-
-{% trans style=style %}We are sorry: we could not paint your photo in the style of {{ style }}.{% endtrans %}
-
-{{ _('You can try again with another photo here:') }}
-
-{{ link }}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{% trans style=style %}We are sorry: we could not paint your photo in the style of {{ style }}.{% endtrans %}</p>
-<p>{{ _('You can try again with another photo here:') }}</p>
-{{ button(link, _('Try again')) }}""",
-    )
-)
-
-register_template(
-    MailTemplate(
-        name="video_ready",
-        subject="{{ _('Your video is ready') }}",
-        text="""{{ _('Hello,') }}
-
-{{ _('Your painted video is ready. Download it here:') }}
-
-{{ link }}
-
-{% trans days=days %}The link works for {{ days }} days.{% endtrans %}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{{ _('Your painted video is ready. Download it here:') }}</p>
-{{ button(link, _('Download my video')) }}
-<p style="font-size:14px;color:#6b6158">{% trans days=days %}The link works for {{ days }} days.{% endtrans %}</p>""",
-    )
-)
-
-
-register_template(
-    MailTemplate(
-        name="download_ready",
-        subject="{{ _('Your artwork in high resolution') }}",
-        text="""{{ _('Hello,') }}
-
-{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. Here it is at full resolution, twice as large and without the watermark:{% endtrans %}
-
-{{ link }}
-
-{% trans hours=hours, count=count %}The link works for {{ hours }} hours and for {{ count }} downloads.{% endtrans %}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. Here it is at full resolution, twice as large and without the watermark:{% endtrans %}</p>
-{{ button(link, _('Download my artwork')) }}
-<p style="font-size:14px;color:#6b6158">{% trans hours=hours, count=count %}The link works for {{ hours }} hours and for {{ count }} downloads.{% endtrans %}</p>
-<p style="font-size:13px;color:#8a8075;word-break:break-all">{{ link }}</p>""",
-    )
-)
-
-
-register_template(
-    MailTemplate(
-        name="hd_delayed",
-        subject="{{ _('Your high-resolution artwork is delayed') }}",
-        text="""{{ _('Hello,') }}
-
-{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. We ran into a problem while preparing its high-resolution file. Your payment is safe: we have been alerted and will email you the download link as soon as the file is ready.{% endtrans %}
-
-{{ _('Your receipt:') }}
-
-{{ link }}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{% trans style=style %}Thank you for buying your artwork in the style of {{ style }}. We ran into a problem while preparing its high-resolution file. Your payment is safe: we have been alerted and will email you the download link as soon as the file is ready.{% endtrans %}</p>
-{{ button(link, _('See my receipt')) }}""",
-    )
-)
-
-
-register_template(
-    MailTemplate(
-        name="payment_failed",
-        subject="{{ _('Your payment did not go through') }}",
-        text="""{{ _('Hello,') }}
-
-{% trans style=style %}The payment for your artwork in the style of {{ style }} did not arrive: the bank transfer or voucher was not completed in time, or your bank declined it. Nothing was charged.{% endtrans %}
-
-{{ _('Your artwork is still waiting for you. You can pay again, with another method if you like, here:') }}
-
-{{ link }}
-
-{{ _('Atelier') }}
-""",
-        html="""<p>{{ _('Hello,') }}</p>
-<p>{% trans style=style %}The payment for your artwork in the style of {{ style }} did not arrive: the bank transfer or voucher was not completed in time, or your bank declined it. Nothing was charged.{% endtrans %}</p>
-<p>{{ _('Your artwork is still waiting for you. You can pay again, with another method if you like, here:') }}</p>
-{{ button(link, _('Pay for my artwork')) }}""",
-    )
-)
-
-
 @cache
 def _environment(locale: str) -> jinja2.Environment:
     # One environment per language: installing translations changes the environment, so
-    # sharing one between threads rendering different languages would mix them.
-    env = jinja2.Environment(autoescape=True, extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
-    env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
-    return env
-
-
-@cache
-def _text_environment(locale: str) -> jinja2.Environment:
-    env = jinja2.Environment(autoescape=False, extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    # sharing one between threads rendering different languages would mix them. HTML is
+    # escaped, the plain text is not.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(MAILS_DIR),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return env
 
 
 def render_mail(name: str, locale: str, **context: Any) -> RenderedMail:
-    """The mail ``name`` in ``locale`` (en or es) with ``context`` filled in."""
-    template = TEMPLATES[name]
+    """The mail ``name`` (one of :data:`MAILS`) in ``locale`` (en or es) with ``context`` filled in."""
+    if name not in MAILS:
+        raise KeyError(f"no mail {name!r}; the mails are {', '.join(MAILS)}")
     locale = i18n.normalize(locale)
-    html_env = _environment(locale)
-    text_env = _text_environment(locale)
-
-    def button(href: str, label: str) -> Any:
-        return jinja2.utils.markupsafe.Markup(_BUTTON.format(href=jinja2.utils.markupsafe.escape(href), label=jinja2.utils.markupsafe.escape(label)))
-
-    subject = text_env.from_string(template.subject).render(**context).strip()
-    text = text_env.from_string(template.text).render(**context)
-    body = html_env.from_string(template.html).render(button=button, **context)
-    footer = i18n.gettext(locale, "You receive this mail because this address was given for an order on Atelier.")
-    html = html_env.from_string(_LAYOUT).render(
-        locale=locale, subject=subject, body=jinja2.utils.markupsafe.Markup(body), footer=footer
-    )
-    return RenderedMail(subject=subject, text=text, html=html)
+    env = _environment(locale)
+    text = env.get_template(f"{name}.txt")
+    subject = "".join(text.blocks["subject"](text.new_context(dict(context)))).strip()
+    html = env.get_template(f"{name}.html").render(locale=locale, subject=subject, **context)
+    return RenderedMail(subject=subject, text=text.render(**context), html=html)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -518,13 +349,11 @@ __all__ = [
     "MAIL_JOB",
     "FolderTransport",
     "MailError",
-    "MailTemplate",
     "Mailer",
     "PermanentMailError",
     "RenderedMail",
     "SmtpTransport",
-    "TEMPLATES",
+    "MAILS",
     "mail_retry",
-    "register_template",
     "render_mail",
 ]
