@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from atelier.cli.progressbar import download_bar
 from atelier.install import models
-from atelier.art.progress import Progress, ProgressCallback
 from atelier.cli.app import app, fail, refusals
 from atelier.config import get_settings
 
@@ -93,29 +81,6 @@ def download_models(
         typer.echo(f"downloaded  {report.relpath}")
     kept = len(reports) - len(fetched)
     typer.echo(f"{len(fetched)} files downloaded, {kept} already installed, in {folder}")
-
-
-@contextmanager
-def download_bar() -> Iterator[ProgressCallback]:
-    """One bar per file on stderr (silent when stderr is not a terminal)."""
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with RichProgress(*columns, console=console, disable=not sys.stderr.isatty()) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def report(update: Progress) -> None:
-            task = tasks.get(update.stage)
-            if task is None:
-                task = tasks[update.stage] = bar.add_task(update.stage, total=update.total or None)
-            bar.update(task, completed=update.step, total=update.total or None)
-
-        yield report
 
 
 @models_app.command("verify")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from atelier.cli.app import app, fail
-from atelier.cli.models import download_bar
+from atelier.cli.progressbar import download_bar
 from atelier.config import get_settings
 
 

@@ -209,10 +209,11 @@ def download(
     styles_dir: Path | None = typer.Option(None, "--styles-dir", help=_STYLES_DIR_HELP),
 ) -> None:
     """Fetch the public-domain paintings of the shipped catalog (Wikimedia Commons)."""
+    from atelier.cli.progressbar import download_bar
     from atelier.install.styles import download_styles
 
-    with refusals():
-        reports = download_styles(names or None, styles_dir=_folder(styles_dir), force=force, timeout=timeout)
+    with refusals(), download_bar() as progress:
+        reports = download_styles(names or None, styles_dir=_folder(styles_dir), force=force, timeout=timeout, progress=progress)
     for report in reports:
         typer.echo(f"{report.state:10} {report.name}" + (f"  {report.message}" if report.message else ""))
     failed = [r for r in reports if r.state in ("failed", "offline")]
