@@ -177,6 +177,11 @@ def bench_video_parts(
             (one_id, one_wall), (split_id, split_wall) = results.values()
             rows[-1].ratios["vs one worker"] = one_wall / split_wall
             parts = videos.video_parts(services, split_id)
+            joined = services.queue.find(videos.VIDEO_JOB, videos.video_key(split_id))
+            painting = [float((part.result or {}).get("seconds") or 0) for part in parts]
+            rows[-1].note = (f"parts painted in {', '.join(f'{t:.1f}' for t in painting)} s by "
+                             f"{len({(part.result or {}).get('worker') for part in parts})} workers; "
+                             f"join {float(((joined.result if joined else None) or {}).get('seconds') or 0):.1f} s")
             joins = [int(part.payload["frames"][0]) for part in parts[1:]]
             for label, video_id in (("split clip", split_id), ("one-job clip", one_id)):
                 painted = root / f"{video_id}.mp4"
