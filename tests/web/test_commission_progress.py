@@ -141,6 +141,9 @@ def test_a_preview_starts_within_seconds_while_an_hd_paints_and_progress_never_g
         f" second preview waited {waited:.1f} s, ready {other_ready['_at'] - began:.1f} s; delivered {delivered['_at'] - began:.1f} s;"
         f" {len(readings)} readings"
     )
+    # How the estimate came closer to the truth as the HD painted (for the record, not a test).
+    for state in [s for s in readings if s["status"] == "hd_painting" and s["eta_seconds"] is not None][::40]:
+        print(f"  HD at {state['job']['progress']:.2f}: estimate {state['eta_seconds']:.0f} s, truly {delivered['_at'] - state['_at']:.0f} s left")
     fractions = [s["progress"] for s in readings]
     assert fractions == sorted(fractions), [round(f, 3) for f in fractions]
     assert fractions[-1] == 1.0 and delivered["progress"] == 1.0

@@ -308,6 +308,8 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         preview_page_url=public.get("preview_page_url"),
         status_url=public.get("status_url"),
         hd=hd,
+        # The caption says which picture it is: the HD as it grows only once it has one.
+        hd_picture=bool(hd and public.get("progress_image_url")),
         # The HD job's own fraction (the API's "progress" is the whole commission's).
         progress=job.get("progress") if hd else None,
         stage_text=public.get("stage_text") if hd else None,
