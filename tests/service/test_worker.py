@@ -393,3 +393,24 @@ def test_memory_is_handed_back_after_each_job_but_not_in_a_pause(
     services.queue.enqueue("test.long", {"order_quick": True}, priority=lanes.PAID)
     assert worker.run_once() == "done"
     assert released == [None]  # once, after the long job (not after the quick one in its pause)
+
+
+def test_a_speculative_job_promoted_while_it_runs_pauses_like_the_paid_one_it_became(
+    services: Services, lanes_for_tests: None
+) -> None:
+    events: list[str] = []
+    ahead = services.queue.enqueue("test.ahead", priority=lanes.SPECULATIVE)
+    worker = _lanes_worker(services, events)
+
+    def ahead_handler(ctx: JobContext) -> None:
+        for step in range(4):
+            events.append(f"{ctx.job.kind} {step}")
+            if step == 1:
+                with services.engine.begin() as conn:  # the buyer pays: it is the paid HD now
+                    conn.exec_driver_sql("UPDATE jobs SET kind = 'test.long', priority = ? WHERE id = ?", (lanes.PAID, ahead))
+                services.queue.enqueue("test.quick", {"n": 3}, priority=lanes.INTERACTIVE)
+            ctx.progress(0.25 * (step + 1))
+
+    worker.handlers["test.ahead"] = ahead_handler
+    assert worker.run_once() == "done"  # paused for the quick one, not released
+    assert events == ["test.ahead 0", "test.ahead 1", "quick 3", "test.long 2", "test.long 3"]

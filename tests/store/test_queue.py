@@ -507,3 +507,12 @@ def test_timestamps_come_back_aware_and_in_utc(engine: Engine, queue: JobQueue) 
         run_at = session.scalar(select(Job.run_at).where(Job.id == job_id))
     assert run_at == datetime(2020, 5, 1, 14, 0, 0, 1, tzinfo=UTC)
     assert run_at.tzinfo is UTC
+
+
+def test_kind_and_priority_are_read_as_they_stand_now(queue: JobQueue) -> None:
+    job_id = queue.enqueue("hd_ahead", priority=100)
+    queue.claim("w")
+    assert queue.kind_and_priority(job_id) == ("hd_ahead", 100)
+    assert queue.set_priority(job_id, 200)
+    assert queue.kind_and_priority(job_id) == ("hd_ahead", 200)
+    assert queue.kind_and_priority(987654) is None

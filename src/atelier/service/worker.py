@@ -218,6 +218,7 @@ class JobContext:
         if not force and now - self._last_yield_check < YIELD_CHECK_INTERVAL:
             return
         self._last_yield_check = now
+        self._refresh_lane()
         if not self.should_yield():
             return
         if self.lane.preempt == "release":
@@ -231,6 +232,17 @@ class JobContext:
             self._eta.skip(time.monotonic() - began)
             self._write_paused(False)
         self.check()
+
+    def _refresh_lane(self) -> None:
+        # A job promoted while it runs (a speculative HD whose buyer just paid becomes the paid
+        # HD: another kind and priority) steps aside the way its new lane says from now on.
+        try:
+            now = self.services.queue.kind_and_priority(self.job.id)
+        except Exception:  # noqa: BLE001 - a hiccup: keep the lane it had
+            return
+        if now is not None and now != (self.job.kind, self.job.priority):
+            log.info("job %s is now %s, priority %d (was %s, %d)", self.job.id, now[0], now[1], self.job.kind, self.job.priority)
+            self.job = replace(self.job, kind=now[0], priority=now[1])
 
     def _write_paused(self, paused: bool) -> None:
         # The status page says why the bar stands still; then the last detail comes back.

@@ -907,6 +907,13 @@ class JobQueue:
             found = conn.execute(self._sql.any_runnable_above[filtered], params).first()
         return found is not None
 
+    def kind_and_priority(self, job_id: int) -> tuple[str, int] | None:
+        """The job's kind and priority as they stand now (an operator, or a payment, may change
+        them while it runs), or None if there is no such job."""
+        with self._reader.connect() as conn:
+            row = conn.execute(self._sql.position_of, {"job_id": job_id}).first()
+        return (row.kind, int(row.priority)) if row is not None else None
+
     def ahead_of(self, job_id: int) -> list[JobInLine]:
         """The jobs that go before a queued job: every running job, then the queued ones a
         claim takes first (higher priority, or the same and older), in claim order. Empty if
