@@ -160,9 +160,11 @@ def test_server_and_two_workers_on_postgres_and_s3(
             engine = make_engine(database_url)
             with transaction(engine, read_only=True) as session:
                 jobs = session.scalars(select(Job).order_by(Job.id)).all()
+            # The preview's mail is a job of its own (mail.send), queued once the preview is ready.
             assert [(j.kind, j.status, j.attempts) for j in jobs] == [
                 ("artwork.preview", JobStatus.DONE, 1),
                 ("video.stylize", JobStatus.DONE, 1),
+                ("mail.send", JobStatus.DONE, 1),
             ]
             # Painted by the worker processes, not by the server (it runs none).
             server_pid = processes[0].popen.pid
