@@ -134,3 +134,12 @@ def test_parts_of_a_clip_the_operator_cancelled_are_not_painted(services: Servic
     outcomes = [worker.run_once() for _ in range(4)]
     assert outcomes == ["failed"] * 4  # each part refuses at once: nobody would join it
     assert not any(services.blobs.exists(videos.part_key(view.id, index)) for index in range(4))
+
+
+def test_a_long_clip_over_the_limits_is_refused_before_it_is_cut(services: Services, clip: bytes) -> None:
+    services.settings.video_max_seconds = 1.0  # the clip is 2 s
+    upload, _ = store_upload(services, clip, kind="video")
+    view = videos.order_video(services, upload=upload, style_name="candy", size=96)
+    assert Worker(services, worker_id="w1").run_once() == "failed"
+    assert videos.video_parts(services, view.id) == []
+    assert videos.get_video(services, view.id).status == "failed"  # type: ignore[union-attr]

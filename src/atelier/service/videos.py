@@ -227,6 +227,9 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
             size = min(int(payload.get("size") or VIDEO_SIZE), max(info.width, info.height))
             plan = plan_parts(info, chunk_seconds=settings.video_chunk_seconds)
             if plan is not None:
+                # Refused here, once, rather than by every part.
+                video.check_limits(info, limit_seconds=settings.video_max_seconds, limit_frames=settings.video_max_frames,
+                                   limit_pixels=settings.video_max_pixels)
                 _queue_parts(ctx, plan, size=size)
                 raise JobDeferred(f"cut into {len(plan)} parts; waiting for them", delay_seconds=PARTS_POLL_SECONDS)
             report = video.stylize_video(
