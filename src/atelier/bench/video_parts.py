@@ -68,6 +68,17 @@ def _wait_started(logs: list[Path], timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for the stopped process; its user + system CPU seconds."""
+    try:
+        _, _, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped
+        proc.wait(60)
+        return float("nan")
+    proc.returncode = 0
+    return usage.ru_utime + usage.ru_stime
+
+
 def _frames(path: Path) -> Iterator[np.ndarray]:
     import av
 
@@ -165,20 +176,24 @@ def bench_video_parts(
                         time.sleep(0.5)
                     wall = time.perf_counter() - started
                 finally:
+                    cpu = 0.0
                     for proc, log_file in procs:
                         proc.terminate()
-                        proc.wait(60)
+                        cpu += _cpu_seconds(proc)
                         log_file.close()
                 if current is None or current.status != "done":
                     raise RuntimeError(f"{name}: the clip was not painted (see the worker logs)")
                 results[name] = (view.id, wall)
-                rows.append(Row("video-parts", name, wall, items=1, unit="clip",
+                # CPU seconds of the worker processes (start-up included): the work, which a busy
+                # machine does not change the way it changes the wall time.
+                rows.append(Row("video-parts", name, wall, items=1, unit="clip", figures={"worker_cpu_seconds": round(cpu, 1)},
                                 params={"seconds": seconds, "size": size, "style": style, "workers": count, "threads": per}))
             (one_id, one_wall), (split_id, split_wall) = results.values()
             rows[-1].ratios["vs one worker"] = one_wall / split_wall
             parts = videos.video_parts(services, split_id)
             joined = services.queue.find(videos.VIDEO_JOB, videos.video_key(split_id))
             painting = [float((part.result or {}).get("seconds") or 0) for part in parts]
+            rows[-1].ratios["cpu vs one worker"] = rows[-1].figures["worker_cpu_seconds"] / max(rows[-2].figures["worker_cpu_seconds"], 1e-9)
             rows[-1].note = (f"parts painted in {', '.join(f'{t:.1f}' for t in painting)} s by "
                              f"{len({(part.result or {}).get('worker') for part in parts})} workers; "
                              f"join {float(((joined.result if joined else None) or {}).get('seconds') or 0):.1f} s")
