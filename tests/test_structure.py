@@ -316,7 +316,6 @@ SQL_TEXT = re.compile(r"^\s*(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FR
 #: Modules outside store/ still holding SQL, each with who moves it. Empty is the aim; the
 #: test below also fails when a listed module is clean (take it off the list).
 SQL_NOT_YET_MOVED: dict[str, str] = {
-    "atelier.service.artworks": "C1: the commission's home",
     "atelier.service.payments": "C1: the commission's home",
 }
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from atelier.service import i18n
 from atelier.service.commission.stages import PREVIEW
 from atelier.service.commission.status import ArtworkStatus
@@ -32,6 +30,7 @@ from atelier.service.emails import EmailAddressError, validate_address
 from atelier.service.errors import ServiceError
 from atelier.service.progress import JobProgress, commission_fraction, describe, finished
 from atelier.service.uploads import get_upload, store_upload
+from atelier.store.commissions import artwork_by_public_id, artwork_with_preview_token
 from atelier.store.db import Artwork, JobStatus, Upload, transaction
 from atelier.service.lanes import priority_of
 from atelier.store.queue import enqueue
@@ -164,7 +163,7 @@ def order_artwork(
 def _find(session: Any, public_id: str) -> Artwork | None:
     if not public_id or len(public_id) > 64 or not public_id.isalnum():
         return None
-    return session.scalars(select(Artwork).where(Artwork.public_id == public_id)).first()
+    return artwork_by_public_id(session, public_id)
 
 
 def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
@@ -256,7 +255,7 @@ def artwork_by_preview_token(services: Services, token: str) -> PreviewInfo | No
     if not token or len(token) > 64:
         return None
     with transaction(services.engine, read_only=True) as session:
-        artwork = session.scalars(select(Artwork).where(Artwork.preview_token == token)).first()
+        artwork = artwork_with_preview_token(session, token)
         if artwork is None or not hmac.compare_digest(artwork.preview_token.encode(), token.encode()):
             return None
         size = (artwork.parameters or {}).get("preview_size") or [None, None]
