@@ -249,6 +249,39 @@ def test_odd_sizes_come_back_at_their_exact_size(
     assert tiled.shape == out.shape and float((tiled - out).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("size", [(642, 430), (430, 642)])
+def test_a_large_picture_s_decoder_tail_runs_in_bands_that_change_nothing(
+    engine: MicroAST, content_dir: Path, starry: torch.Tensor, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    # The last, full-resolution stages hold most of the decoder's memory: past a size they run
+    # in bands of one shape across the longer side (a lower peak for a few percent of work).
+    from atelier.art.engines import microast
+
+    photo = image(content_dir, "kite.jpg", size)  # not multiples of 4 either
+    style = engine.encode_style(starry)
+    content = engine.encode_content(photo)
+    monkeypatch.setattr(microast, "AUTO_TAIL_TILE_PIXELS", 10**9)
+    whole = engine.decode(content, [style])
+    bands: list[int] = []
+    tiles_of = microast._tiles
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made = tiles_of(*args, **kwargs)
+        bands.append(len(made))
+        return made
+
+    monkeypatch.setattr(microast, "AUTO_TAIL_TILE_PIXELS", 100_000)
+    monkeypatch.setattr(microast, "_tiles", counting)
+    banded = engine.decode(content, [style])
+    assert bands[-1] == 3  # the tail's tiles: 644 x 432 padded pixels in bands of at most 100 000
+    # Bands across the longer side, each the whole of the shorter one (quarter-resolution units).
+    tall = size[1] > size[0]
+    quarter = (-(-size[1] // 4), -(-size[0] // 4))  # (rows, columns), padded to multiples of 4
+    for band in microast._tail_tiles(*quarter, max(quarter), 8, tile=None, batch=1):
+        assert (band.x0, band.x1) == (0, quarter[1]) if tall else (band.y0, band.y1) == (0, quarter[0])
+    assert banded.shape == whole.shape and float((banded - whole).abs().max()) < 1e-4
+
+
 def test_tiles_leave_no_seams(engine: MicroAST, content_dir: Path, starry: torch.Tensor) -> None:
     photo = image(content_dir, "kite.jpg", (642, 430))  # not multiples of 4 either
     style = engine.encode_style(starry)

@@ -77,6 +77,12 @@ _DEC_TAIL_HALO = 8  # quarter-resolution pixels (32 full-resolution)
 #: peaks at 1.5 GB for the whole process.
 AUTO_TILE_MAX_PIXELS = 2_500_000
 AUTO_TILE = 1024
+#: The decoder's last stages (dec2, dec3: 1/2 and full resolution) hold most of that peak, and
+#: only they are cut smaller when tile=None: each of their tiles needs just the 1/4-resolution
+#: features around it (a halo of 8) and the global AdaIN coefficients, so tiling them costs a
+#: few percent of extra arithmetic, where tiling the encoders (which gather statistics first)
+#: costs far more. Above this many pixels per batch the tail runs in bands of at most this size.
+AUTO_TAIL_TILE_PIXELS = 450_000
 #: The photo's own style signals (the alpha=0 end) are taken at this size at most, the size
 #: style images are usually given at: big photos cost nothing extra and tiles cannot change them.
 OWN_STYLE_SIZE = 512
@@ -310,13 +316,28 @@ class _Tile:
         return t[..., self.y0 : self.y1, self.x0 : self.x1]
 
 
-def _tiles(height: int, width: int, tile: int, halo: int) -> list[_Tile]:
+def _tiles(height: int, width: int, tile: int, halo: int, *, tile_x: int | None = None) -> list[_Tile]:
+    """Tiles of ``tile`` rows by ``tile_x`` (default ``tile``) columns with their halos."""
     return [
         _Tile(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo),
               max(0, x0 - halo), min(width, x1 + halo))
         for y0, y1 in _spans(height, tile)
-        for x0, x1 in _spans(width, tile)
+        for x0, x1 in _spans(width, tile_x or tile)
     ]
+
+
+def _tail_tiles(height: int, width: int, step: int, halo: int, *, tile: int | None, batch: int) -> list[_Tile]:
+    """The decoder tail's tiles (quarter-resolution units): ``step`` squares when tiles were
+    asked for or the batch is small, else the picture cut across its longer side into equal
+    bands of at most :data:`AUTO_TAIL_TILE_PIXELS` (one picture; batches keep their tiles). Bands of one shape: a process
+    that paints once pays oneDNN's set-up of every convolution once per shape it meets."""
+    pixels = batch * height * width * 16
+    if tile is not None or batch > 1 or pixels <= AUTO_TAIL_TILE_PIXELS or step < max(height, width):
+        return _tiles(height, width, step, halo)
+    bands = math.ceil(pixels / AUTO_TAIL_TILE_PIXELS)
+    if width >= height:
+        return _tiles(height, width, height, halo, tile_x=math.ceil(width / bands))
+    return _tiles(height, width, math.ceil(height / bands), halo, tile_x=width)
 
 
 class _RegionStats:
@@ -593,7 +614,7 @@ class MicroAST(nn.Module, Stylizes):
             step = _tile_size(tile, n, h * 4, w * 4) // 4
             own_tiles = _tiles(h, w, step, 0)
             dec1_tiles = _tiles(h, w, step, _DEC1_HALO)
-            tail_tiles = _tiles(h, w, step, _DEC_TAIL_HALO)
+            tail_tiles = _tail_tiles(h, w, step, _DEC_TAIL_HALO, tile=tile, batch=n)
             total = len(dec1_tiles) + len(tail_tiles)
 
             def tile_weights(t: _Tile, *, own: bool = False) -> torch.Tensor | None:
