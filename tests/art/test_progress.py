@@ -67,3 +67,16 @@ def test_the_estimate_starts_from_the_last_jobs_and_moves_to_the_measured_rate()
     assert eta.update(0.1) == pytest.approx(0.5 * 90 + 0.5 * 45)
     now[0] = 10.0
     assert eta.update(0.2) == pytest.approx(40.0)  # settled: the measured rate alone
+
+
+def test_the_estimate_follows_what_the_work_does_now_rather_than_at_its_start() -> None:
+    now = [0.0]
+    eta = Eta(window=30.0, clock=lambda: now[0])
+    eta.update(0.0)
+    fraction = 0.0
+    for seconds, gained in [(10.0, 0.05)] * 6 + [(10.0, 0.1)] * 4:  # slow at first, then twice as fast
+        now[0] += seconds
+        fraction += gained
+        last = eta.update(fraction)
+    # 0.3 left at 0.1 every 10 s (the last 30 s), not at 0.7 in 100 s (since the start)
+    assert fraction == pytest.approx(0.7) and last == pytest.approx(30.0)

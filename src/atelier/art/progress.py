@@ -93,11 +93,13 @@ class ProgressMeter:
 class Eta:
     """Seconds left of a piece of work, from how fast its fraction grows; better as it goes.
 
+    The rate is measured over the last ``window`` seconds (all of it until then): what the work
+    does now says more of what is left than its start did (a painting's first, small passes
+    cost more per pixel than its weights say, and a busy machine gets busier or quieter).
     Until the fraction has grown by ``settle`` (or when it cannot tell yet), the estimate leans
-    on ``prior`` (how long the whole work took last times, if known); from then on on the rate
-    measured since the first report, the share of each moving with the fraction gained. Time
-    given to something else (:meth:`skip`: a pause for another job) is not counted.
-    ``clock`` is for tests.
+    on ``prior`` (how long the whole work took last times, if known), the share of each moving
+    with the fraction gained. Time given to something else (:meth:`skip`: a pause for another
+    job) is not counted. ``clock`` is for tests.
     """
 
     def __init__(
@@ -105,29 +107,36 @@ class Eta:
         *,
         prior: float | None = None,
         settle: float = 0.15,
+        window: float = 30.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         import time
 
         self.prior = prior
         self.settle = settle
+        self.window = window
         self.clock = clock or time.monotonic
-        self._first: tuple[float, float] | None = None
-        self._skipped = 0.0
+        self._start: float | None = None
+        #: (time, fraction) of the reports, times shifted past any skipped stretch.
+        self._samples: list[tuple[float, float]] = []
 
     def skip(self, seconds: float) -> None:
-        """Leave ``seconds`` of the time since the first report out of the rate."""
-        self._skipped += max(0.0, seconds)
+        """Leave the last ``seconds`` (spent on something else) out of the rate."""
+        seconds = max(0.0, seconds)
+        self._samples = [(t + seconds, f) for t, f in self._samples]
 
     def update(self, fraction: float) -> float | None:
         """The seconds left at ``fraction`` (0..1) done, or None when nothing can be said."""
         now = self.clock()
         fraction = min(1.0, max(0.0, fraction))
-        if self._first is None:
-            self._first = (now, fraction)
-        began, start = self._first
-        gained = fraction - start
-        elapsed = max(0.0, now - began - self._skipped)
+        if self._start is None:
+            self._start = fraction
+        # Keep the samples of the window, and the last one before it (the window's start).
+        self._samples.append((now, fraction))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
+            self._samples.pop(0)
+        then, before = self._samples[0]
+        gained, elapsed = fraction - before, now - then
         left = 1.0 - fraction
         measured = left * elapsed / gained if gained > 1e-6 and elapsed > 0 else None
         from_prior = None
@@ -137,5 +146,6 @@ class Eta:
             return from_prior
         if from_prior is None:
             return measured
-        trust = min(1.0, gained / self.settle) if self.settle > 0 else 1.0
+        progressed = fraction - self._start
+        trust = min(1.0, progressed / self.settle) if self.settle > 0 else 1.0
         return trust * measured + (1.0 - trust) * from_prior
