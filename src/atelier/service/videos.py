@@ -215,7 +215,7 @@ def stylize_video_job(ctx: JobContext) -> dict[str, Any]:
     if parts:
         return _join_parts(ctx, parts)
     upload = get_upload(services, payload["upload_id"])
-    style, paint = _style_and_painter(ctx)
+    _, paint = _style_and_painter(ctx)
     key = video_key(payload["video_id"])
     with tempfile.TemporaryDirectory(prefix="atelier-video-") as folder:
         source = Path(folder) / f"source{Path(upload.blob_key).suffix or '.mp4'}"
