@@ -255,11 +255,13 @@ def test_the_receipt_says_when_a_delayed_payment_is_on_its_way_and_when_it_faile
         assert answer.status_code == 200 and answer.json()["outcome"] == "pending"
         page = client.get(f"/es/receipts/{public_id}").text
         assert "Tu pago está en camino" in page and "Elige tu precio y paga" not in page
+        assert 'http-equiv="refresh"' in page  # without scripts the page looks again
         failed = event("evt_oxxo_2", "checkout.session.async_payment_failed")
         answer = client.post(url, content=failed, headers={"Stripe-Signature": stripe_signature(failed, SECRET)})
         assert answer.status_code == 200 and answer.json()["outcome"] == "failed"
         page = client.get(f"/es/receipts/{public_id}").text
         assert "Tu pago no se ha completado y no se te ha cobrado nada" in page
+        assert 'http-equiv="refresh"' not in page  # nothing changes by itself any more
         assert re.search(rf'<a class="button primary" href="/es/a/{token}">Elige tu precio y paga</a>', page), page
 
 

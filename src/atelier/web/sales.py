@@ -298,7 +298,7 @@ def receipt_page(services: ServicesDep, request: Request, lang: str, artwork_id:
         locale,
         headers={"Referrer-Policy": "no-referrer"},
         state=state,
-        final=state == "delivered",
+        final=state in ("delivered", "payment_failed"),  # nothing will change by itself: no refresh
         style_title=entry.title(locale) if entry is not None else view.style,
         amount=amount,
         demo=view.provider == payments.DEMO,
