@@ -98,3 +98,18 @@ def test_an_unreachable_provider_refuses_with_503(tmp_path: Path, models_dir: Pa
         assert client.get("/healthz").status_code == 200
     finally:
         gen.close()
+
+
+def test_a_direct_upload_carries_the_check_in_a_header(client: TestClient, fake: FakeVerify) -> None:
+    """The pages' direct uploads (static/js/direct-upload.js) ask for their policy with a JSON
+    body, so the widget's answer travels in X-Captcha-Token; the pass it earns covers the form
+    that then names the upload."""
+    ask = lambda **headers: client.post(  # noqa: E731
+        "/api/v1/uploads/presign", json={"content_type": "image/jpeg"}, headers={"X-Forwarded-For": "198.51.100.4", **headers}
+    )
+    refused = ask()
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "captcha_failed"
+    granted = ask(**{"X-Captcha-Token": "solved"})
+    assert granted.status_code == 201 and HUMAN_COOKIE in granted.headers["set-cookie"]
+    assert fake.requests[-1]["response"] == ["solved"]
+    assert ask().status_code == 201  # the pass
