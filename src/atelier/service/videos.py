@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,9 @@ from atelier.service.worker import JobContext, JobDeferred, PermanentJobError, j
 from atelier.service.lanes import priority_of
 from atelier.store.db import JobStatus, transaction
 from atelier.store.queue import JobInfo, enqueue
+
+if TYPE_CHECKING:
+    from atelier.art.engines.video import VideoInfo, VideoReport  # PyAV: imported where clips are painted
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +267,7 @@ def _style_and_painter(ctx: JobContext) -> tuple[StyleRef, Callable[[torch.Tenso
     return style, video_painter(services, style, alpha=float(payload.get("alpha", 1.0)))
 
 
-def _delivered(ctx: JobContext, report: Any, info: Any, **extra: Any) -> dict[str, Any]:
+def _delivered(ctx: JobContext, report: VideoReport, info: VideoInfo, **extra: Any) -> dict[str, Any]:
     """The clip is stored: mail its link when an address was given; the job's result."""
     payload, services = ctx.payload, ctx.services
     key = video_key(payload["video_id"])
@@ -308,7 +311,7 @@ def part_key(video_id: str, index: int) -> str:
     return f"videos/{video_id}/part{index:03d}.mp4"
 
 
-def plan_parts(info: Any, *, chunk_seconds: float) -> list[tuple[int, int | None]] | None:
+def plan_parts(info: VideoInfo, *, chunk_seconds: float) -> list[tuple[int, int | None]] | None:
     """Where a clip is cut, as (first frame, end frame) per part, the last one open (to the
     clip's end): parts of about ``chunk_seconds`` for a clip longer than 1.5 times that; None
     for one job. Only a clip whose container gives the exact frame count is cut (a part is
