@@ -268,6 +268,27 @@ class Settings(BaseSettings):
         "painted larger is scaled down to it, every pass's size and iterations by the same "
         "factor, so that a laptop demo finishes in a minute or so (a few at 2 busy cores).",
     )
+    hd_from_preview: bool = Field(
+        default=True,
+        description="Paint a commission's HD picture on from its preview's painting: the "
+        "preview's passes are the HD's first passes, and only one pass at twice the preview's "
+        "size (at most the recipe's own size) is painted for the HD. The buyer gets the picture "
+        "they chose, at twice the size, in a fraction of the time. False: the HD job paints the "
+        "style's whole recipe again from the photo (the way before issue 14).",
+    )
+    hd_ahead: bool = Field(
+        default=True,
+        description="Paint a commission's HD picture ahead of payment while the workers have "
+        "nothing else to do (the lowest priority; it hands its job back to the queue as soon as "
+        "any other job waits). Paying then finds it painted and only sends the download mail. "
+        "Nothing is mailed before payment.",
+    )
+    hd_ahead_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long after its preview an unpaid commission's HD picture may still be "
+        "painted ahead; later, it is painted when the buyer pays.",
+    )
     admin_token: str | None = Field(
         default=None,
         json_schema_extra=SECRET,

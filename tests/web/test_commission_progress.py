@@ -79,7 +79,13 @@ def test_a_preview_starts_within_seconds_while_an_hd_paints_and_progress_never_g
     tmp_path: Path, models_dir: Path, style_dir: Path, photo_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
-    settings = make_settings(tmp_path / "data", models_dir, public_url=f"http://127.0.0.1:{port}", preview_max_size=48, workers=1)
+    # The paid HD is the long job here, painted in all three passes from the photo: none painted
+    # ahead of the payment (ATELIER_HD_AHEAD) and not the one pass on the preview's painting
+    # (ATELIER_HD_FROM_PREVIEW), so that its passes, pause and resume can be followed.
+    settings = make_settings(
+        tmp_path / "data", models_dir, public_url=f"http://127.0.0.1:{port}", preview_max_size=48, workers=1,
+        hd_ahead=False, hd_from_preview=False,
+    )
     add_catalog_style(settings, style_dir, passes="32x6,64x10,96x12")
     painted = commission_job.paint_picture
 

@@ -257,6 +257,40 @@ def video_parts(
         emit(rows, as_json=as_json, title=f"A {seconds:g} s clip in parts on {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
 
 
+@bench_app.command("commission")
+def commission(
+    photo: Path | None = typer.Option(None, "--photo", exists=True, dir_okay=False, help="The photo ordered (default: ../shared/images/content/kite.jpg)."),
+    painting: Path | None = typer.Option(None, "--painting", exists=True, dir_okay=False, help="The catalog style's painting (default: ../shared/images/style/starry_night.jpg)."),
+    passes: str | None = typer.Option(None, "--passes", help="The style's passes, SIZExITERATIONS,... (default: the recipe the installed VGG weights allow). Small ones make a quick try."),
+    preview_size: int | None = typer.Option(None, "--preview-size", min=32, help="ATELIER_PREVIEW_MAX_SIZE of the servers (default: the setting's default)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run today's path (the HD painted again from the photo, nothing ahead)."),
+    new: bool = typer.Option(True, "--new/--no-new", help="Run the new path (the HD on from the preview, painted ahead)."),
+    settle: float = typer.Option(60.0, min=0, help="Seconds after the download mail before the server's memory is read again."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """A commission's whole journey in real processes (atelier serve, embedded default): order
+    -> preview mail, pay (demo) -> download mail, today's path beside the new one in one run,
+    with the HD's final objective and the server's memory before, at peak and after."""
+    from atelier.bench.commission import bench_commission
+
+    settings = get_settings()
+    shared = Path(__file__).resolve().parents[3].parent / "shared" / "images"  # a checkout beside ../shared
+    photo = photo or shared / "content" / "kite.jpg"
+    painting = painting or shared / "style" / "starry_night.jpg"
+    for path in (photo, painting):
+        if not path.is_file():
+            raise fail(f"{path} does not exist; give --photo and --painting")
+    with refusals():
+        rows = bench_commission(
+            models_dir=settings.models_path, photo=photo, painting=painting, passes=passes, preview_size=preview_size,
+            baseline=baseline, new=new, settle=settle,
+        )
+        for row in rows:
+            typer.echo(json.dumps({"name": row.name, **row.figures, "recipe": row.note}) if not as_json else json.dumps(row.as_dict()))
+        if not as_json:
+            emit(rows, as_json=False, title=f"A commission's journey on {platform.processor() or platform.machine()}, {os.cpu_count()} cores", progress=False)
+
+
 def _machine(device) -> str:  # type: ignore[no-untyped-def]
     import torch
 

@@ -172,7 +172,7 @@ def get_artwork(services: Services, public_id: str) -> ArtworkView | None:
         artwork = _find(session, public_id)
         if artwork is None:
             return None
-        row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at, (artwork.parameters or {}).get("hd_job_id"))
+        row = (artwork.id, artwork.public_id, artwork.status, artwork.style, artwork.locale, artwork.created_at, artwork.job_id, artwork.preview_ready_at, (artwork.hd_job_id or (artwork.parameters or {}).get("hd_job_id")))
         token = artwork.preview_token if artwork.preview_key else None
     _, pid, status, style, locale, created_at, job_id, ready_at, hd_job_id = row
     job = services.queue.get(job_id) if job_id is not None else None
@@ -225,7 +225,7 @@ def progress_image(services: Services, public_id: str, *, phase: str = "preview"
         artwork = _find(session, public_id)
         job_id = artwork.job_id if artwork is not None else None
         if artwork is not None and phase == "hd":
-            job_id = (artwork.parameters or {}).get("hd_job_id") if artwork.status in ArtworkStatus.SOLD else None
+            job_id = (artwork.hd_job_id or (artwork.parameters or {}).get("hd_job_id")) if artwork.status in ArtworkStatus.SOLD else None
     if job_id is None:
         return None
     job = services.queue.get(int(job_id))

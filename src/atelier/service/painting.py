@@ -78,6 +78,8 @@ class Rendered:
     vgg: str
     passes: list[PassRecord] = field(default_factory=list)
     seconds: float = 0.0
+    #: The final painting's Gatys objective (content + style + tv on the last pass's layers).
+    objective: float | None = None
 
 
 # ----------------------------------------------------------------------------- the encoder
@@ -276,6 +278,7 @@ def render_painting(
     preview_every: int = 0,
     progress: ProgressCallback = no_progress,
     encoder: VGGEncoder | None = None,
+    keep_low: Image.Image | None = None,
 ) -> Rendered:
     """Paint ``photo`` with a catalog ``style`` or with ``paintings`` (PIL images), finish it,
     optionally upscale it, optionally watermark it.
@@ -297,6 +300,8 @@ def render_painting(
       ``preview_every`` iterations), then ``finish``, ``upscale`` and ``done``. Raising from it
       stops the work.
     * ``encoder``: an already loaded VGG (default: :func:`load_encoder`, cached per process).
+    * ``keep_low``: a smaller painting the first pass keeps and only adds detail to (see
+      :func:`atelier.art.engines.gatys.paint`): the commission's HD pass on its preview.
     """
     began = time.perf_counter()
     device = resolve_device(device)
@@ -345,6 +350,7 @@ def render_painting(
         seed=seed,
         preview_every=preview_every,
         progress=progress,
+        keep_low=to_tensor(keep_low.convert("RGB")).to(device) if keep_low is not None else None,
     )
     painted = to_pil(painting.image)
     finished, image = postprocess(
@@ -366,6 +372,7 @@ def render_painting(
         vgg=vgg_name,
         passes=painting.passes,
         seconds=time.perf_counter() - began,
+        objective=painting.objective.total if painting.objective is not None else None,
     )
 
 

@@ -34,14 +34,13 @@ from sqlalchemy.orm import Session
 
 from atelier.extras import need
 from atelier.service import i18n
+from atelier.service.commission.ahead import queue_paid_hd
 from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.stages import HD, preview_link, receipt_path
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
-from atelier.service.lanes import priority_of
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
 from atelier.store.downloads import artwork_of_download, spend_download
-from atelier.store.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +267,8 @@ def record_payment(
             return "recorded"
         move(artwork, Event.PAID)
         artwork.paid_at = now
-        job_id = enqueue(session, HD.job_kind, {"artwork_id": artwork.id}, priority=priority_of(HD.job_kind), max_attempts=HD.attempts, output_key=HD.key(artwork))
-        artwork.parameters = dict(artwork.parameters or {}) | {"hd_job_id": job_id}
+        # The HD picture painted ahead (or being painted) becomes the paid one; else a new job.
+        job_id = queue_paid_hd(session, artwork)
     log.info("artwork %s paid: %d %s via %s (%s); HD job %d", artwork_public_id, amount_minor, currency, provider, provider_ref, job_id)
     return "recorded"
 

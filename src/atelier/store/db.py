@@ -177,6 +177,11 @@ class Artwork(Base):
     download_expires_at: Mapped[datetime | None]
     download_count: Mapped[int] = mapped_column(Integer, default=0)
     download_limit: Mapped[int | None] = mapped_column(Integer)
+    # Added by the commission rework (migration 0008): the preview's painting before its
+    # finishing and watermark (PNG), which the HD job paints on from instead of starting over;
+    # and the artwork's HD job (painted ahead of payment or after it).
+    painting_key: Mapped[str | None] = mapped_column(String(512))
+    hd_job_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):

@@ -36,6 +36,7 @@ REFERENCING_COLUMNS = (
     Upload.blob_key,
     Artwork.preview_key,
     Artwork.hd_key,
+    Artwork.painting_key,
     Job.preview_key,
     Job.output_key,
 )

@@ -12,7 +12,7 @@ from atelier.service.worker import load_handlers
 def test_the_preview_and_the_hd_picture_are_painted_by_one_job_function() -> None:
     handlers = load_handlers()
     assert handlers[PREVIEW.job_kind] is job.paint_preview and handlers[HD.job_kind] is job.paint_hd
-    assert set(STAGES) == {"artwork.preview", "artwork.hd"}
+    assert set(STAGES) == {"artwork.preview", "artwork.hd", "artwork.hd_ahead"}
     # What differs is data: the mark on the preview, the doubling on the HD picture.
     assert (PREVIEW.watermark, PREVIEW.upscale) == (True, 1) and (HD.watermark, HD.upscale) == (False, 2)
     assert PREVIEW.key(type("A", (), {"public_id": "abc"})) == "previews/abc.jpg"

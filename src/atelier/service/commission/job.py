@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from atelier.art.blocks.images import encode_image
 from atelier.art.progress import Progress, ProgressCallback
 from atelier.runtime import release_memory
-from atelier.service.commission.stages import HD, PREVIEW, Stage, download_link, preview_link, receipt_path
+from atelier.service.commission.stages import HD, HD_AHEAD, PREVIEW, Stage, download_link, painting_key, preview_link, receipt_path
+from atelier.service.commission.ahead import queue_hd_ahead
 from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 PREVIEW_EVERY = 10
 #: The fewest iterations a scaled-down preview pass keeps.
 MIN_PREVIEW_ITERATIONS = 10
+#: The HD pass paints at this many times the preview's size (then waifu2x doubles it again).
+HD_FACTOR = 2
 
 
 class CommissionPainter(Protocol):
@@ -117,36 +120,97 @@ class Job:
     locale: str
     key: str
     max_size: int
+    #: The preview's painting (PNG, before finishing and watermark), once the preview job kept it.
+    painting_key: str | None = None
 
 
-def paint_picture(services: Services, stage: Stage, job: Job, photo: Image.Image, entry: StyleEntry, progress: ProgressCallback) -> Image.Image:
+@dataclass(frozen=True)
+class Picture:
+    """What a stage painted: the picture to store (finished; watermarked for the preview) before
+    any upscale, and the painting itself before finishing (None from a test's painter)."""
+
+    image: Image.Image
+    painting: Image.Image | None = None
+    recipe: str = ""
+    #: The painting's Gatys objective at its own size (None from a test's painter).
+    objective: float | None = None
+
+
+def hd_recipe(recipe: Recipe, preview_size: int) -> Recipe | None:
+    """What the HD job paints on from a preview painting whose longest side is ``preview_size``:
+    the recipe's last pass at twice that size, or None when the preview already is the
+    recipe's full size (the HD picture is then the preview's painting).
+
+    The preview's passes are the recipe scaled down (:func:`preview_recipe`), so they are the
+    HD's first passes: the pass added here paints the detail that twice the size can hold and
+    keeps the preview's picture (``keep_low``), so the buyer receives the painting they chose
+    (issue 14), not another one painted from the photo at many times the cost.
+    """
+    if recipe.size <= preview_size:
+        return None
+    last = recipe.passes[-1]
+    return replace(recipe, name=f"{recipe.name}, HD from the preview", passes=(replace(last, size=HD_FACTOR * preview_size),))
+
+
+def paint_picture(
+    services: Services, stage: Stage, job: Job, photo: Image.Image, entry: StyleEntry, progress: ProgressCallback
+) -> Picture:
     """The stage's picture of ``photo``: painted, finished, watermarked (the preview) or without
-    the mark (the HD), before any upscale. ``Services.painter`` paints when a test set one."""
-    max_size = job.max_size
+    the mark (the HD), before any upscale. The HD picture is painted on from the preview's
+    painting when there is one (:func:`hd_recipe`; ``ATELIER_HD_FROM_PREVIEW``), else from the
+    photo with the whole recipe. ``Services.painter`` paints when a test set one."""
     if services.painter is not None:
         painter: CommissionPainter = services.painter
-        return painter(photo, entry, max_size=max_size, progress=progress, watermark=stage.watermark)
+        max_size = job.max_size if stage is PREVIEW else hd_size(services, entry)
+        return Picture(painter(photo, entry, max_size=max_size, progress=progress, watermark=stage.watermark))
 
-    from atelier.service.painting import choose_recipe, load_encoder, render_painting
+    from atelier.service.painting import choose_recipe, finish_spec, load_encoder, postprocess, render_painting
 
     device = services.loader.device
     models_dir = services.settings.models_path
-    encoder, _ = load_encoder(models_dir, device=device)  # once per process (cached), used for both
+    encoder, _ = load_encoder(models_dir, device=device)  # once per process (cached), for both stages
     recipe = choose_recipe(encoder.available_layers, style=entry.source)
+    start: Image.Image | None = None
     if stage is PREVIEW:
-        recipe = preview_recipe(recipe, max_size)
-    return render_painting(
+        recipe = preview_recipe(recipe, job.max_size)
+    elif services.settings.hd_from_preview and job.painting_key:
+        start = _read_painting(services, job.painting_key)
+        if start is not None:
+            following = hd_recipe(recipe, max(start.size))
+            if following is None:
+                finished, _ = postprocess(start, spec=finish_spec(entry.source, True), mark=None, models_dir=models_dir, device=device)
+                return Picture(finished, start, "the preview's painting")
+            recipe = following
+            # Exactly HD_FACTOR times the preview's painting, so that every block of the HD
+            # picture averages to one of its pixels.
+            photo = photo.convert("RGB").resize((HD_FACTOR * start.width, HD_FACTOR * start.height), Image.Resampling.LANCZOS)
+    rendered = render_painting(
         photo,
         models_dir=models_dir,
         style=entry.source,
         recipe=recipe,
+        init=start,
+        keep_low=start,
         finishing=True,
         watermark=stage.watermark,
         device=device,
         preview_every=PREVIEW_EVERY if stage.progress_pictures else 0,
         progress=_painting_only(progress),
         encoder=encoder,
-    ).image
+    )
+    return Picture(rendered.image, rendered.painted, recipe.summary(), rendered.objective)
+
+
+def _read_painting(services: Services, key: str) -> Image.Image | None:
+    import io
+
+    try:
+        # Our own PNG, written by the preview job: not a user's upload, no decoding limits.
+        with Image.open(io.BytesIO(services.blobs.read(key))) as picture:
+            return picture.convert("RGB")
+    except Exception:  # noqa: BLE001 - gone or damaged: the HD is painted from the photo instead
+        log.warning("the preview painting %s cannot be read; painting the HD picture from the photo", key, exc_info=True)
+        return None
 
 
 def _painting_only(progress: ProgressCallback) -> ProgressCallback:
@@ -160,20 +224,36 @@ def _painting_only(progress: ProgressCallback) -> ProgressCallback:
 
 
 def paint_stage(ctx: JobContext, stage: Stage) -> dict[str, Any]:
-    """Paint an artwork's picture for ``stage``, store it, move its status and mail its owner."""
+    """Paint an artwork's picture for ``stage``, store it, move its status and mail its owner
+    (a speculative stage: store it and tell nobody until a payment makes it the paid one)."""
     services = ctx.services
     artwork_id = int(ctx.payload["artwork_id"])
+    result = f"{stage.name}_key"
     with transaction(services.engine) as session:
         artwork = session.get(Artwork, artwork_id)
         if artwork is None:
             raise PermanentJobError(f"artwork {artwork_id} does not exist")
+        sold = artwork.status in ArtworkStatus.SOLD
+        if stage.speculative and not sold:
+            why = _not_ahead(services, artwork)
+            if why:
+                log.info("artwork %s: no HD painted ahead (%s)", artwork.public_id, why)
+                return {"skipped": why}
         stored = _stored_key(artwork, stage)
         if stored and services.blobs.exists(stored):
-            # A second run after the first finished but could not record it: nothing to redo.
-            return {f"{stage.name}_key": stored, "repeated": True}
-        if stage is HD and artwork.status not in ArtworkStatus.SOLD:
+            if stage is PREVIEW or artwork.status == ArtworkStatus.DELIVERED or not sold:
+                # A second run after the first finished but could not record it: nothing to redo.
+                return {result: stored, "repeated": True}
+            # Painted ahead of the payment that has come since: only the delivery is left.
+            size = tuple((artwork.parameters or {}).get("hd_size") or (0, 0))
+            _record(services, session, stage, artwork, stored, size)  # type: ignore[arg-type]
+            log.info("artwork %s: HD painted ahead, delivered", artwork.public_id)
+            return {result: stored, "painted_ahead": True}
+        if stage is HD and not sold:
             raise PermanentJobError(f"artwork {artwork_id} is not paid for ({artwork.status})")
-        move(artwork, stage.started)  # a sold artwork whose preview is remade keeps the sale's status
+        # A sold artwork whose preview is remade keeps the sale's status; an HD painted ahead
+        # leaves the preview's status as it is (the table has no such move).
+        move(artwork, stage.started)
         job = Job(
             artwork_id=artwork.id,
             public_id=artwork.public_id,
@@ -182,6 +262,7 @@ def paint_stage(ctx: JobContext, stage: Stage) -> dict[str, Any]:
             locale=artwork.locale,
             key=stage.key(artwork),
             max_size=int((artwork.parameters or {}).get("preview_max_size") or services.settings.preview_max_size),
+            painting_key=artwork.painting_key,
         )
     entry = services.catalog.get(job.style)
     try:
@@ -193,29 +274,62 @@ def paint_stage(ctx: JobContext, stage: Stage) -> dict[str, Any]:
         ctx.progress(0.0, stage="starting", force=True)
         report = ctx.progress_callback(end=stage.painting_share)
         progress = watermarked_previews(report, entry) if stage.progress_pictures else without_pictures(report)
-        if stage is HD:
-            job = replace(job, max_size=hd_size(services, entry))
         picture = paint_picture(services, stage, job, photo, entry, progress)
         ctx.check()
+        image = picture.image
         if stage.upscale > 1:
             from atelier.service.painting import hd_denoise, upscale_picture
 
             ctx.progress(stage.painting_share, stage="upscale", force=True)
-            picture = upscale_picture(
-                picture, factor=stage.upscale, noise=hd_denoise(entry.source), models_dir=services.settings.models_path,
+            image = upscale_picture(
+                image, factor=stage.upscale, noise=hd_denoise(entry.source), models_dir=services.settings.models_path,
                 device=services.loader.device,
             )
             ctx.check()
-        services.blobs.put(job.key, encode_image(picture, format="JPEG", quality=stage.jpeg_quality), content_type="image/jpeg")
+        kept = None
+        if stage is PREVIEW and picture.painting is not None:
+            kept = painting_key(job.public_id)
+            services.blobs.put(kept, encode_image(picture.painting, format="PNG"), content_type="image/png")
+        services.blobs.put(job.key, encode_image(image, format="JPEG", quality=stage.jpeg_quality), content_type="image/jpeg")
     except Exception as exc:
         _stopped(services, stage, artwork_id, final=ctx.is_final_failure(exc))
         raise
     with transaction(services.engine) as session:
-        artwork = session.get(Artwork, artwork_id)
+        artwork = session.get(Artwork, artwork_id, with_for_update=True)
         assert artwork is not None
-        _record(services, session, stage, artwork, job.key, picture)
-    log.info("artwork %s: %s ready (%dx%d)", job.public_id, stage.name, picture.width, picture.height)
-    return {f"{stage.name}_key": job.key, "width": picture.width, "height": picture.height}
+        if stage is PREVIEW:
+            artwork.painting_key = kept or artwork.painting_key
+            if services.settings.hd_ahead:
+                queue_hd_ahead(session, artwork)
+        if stage.speculative and artwork.status not in ArtworkStatus.SOLD:
+            # Nobody has paid: kept for a payment to find, mailed to nobody.
+            artwork.hd_key = job.key
+            artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [image.width, image.height]}
+            log.info("artwork %s: HD painted ahead (%dx%d, %s)", job.public_id, image.width, image.height, picture.recipe)
+            return {result: job.key, "width": image.width, "height": image.height, "ahead": True, **_painted(picture)}
+        _record(services, session, stage, artwork, job.key, image.size)
+    log.info("artwork %s: %s ready (%dx%d, %s)", job.public_id, stage.name, image.width, image.height, picture.recipe or "test painter")
+    return {result: job.key, "width": image.width, "height": image.height, **_painted(picture)}
+
+
+def _painted(picture: Picture) -> dict[str, Any]:
+    """What the job's result says of the painting (for the operator and ``atelier bench``)."""
+    out: dict[str, Any] = {"recipe": picture.recipe} if picture.recipe else {}
+    if picture.objective is not None:
+        out["objective"] = round(picture.objective, 6)
+    return out
+
+
+def _not_ahead(services: Services, artwork: Artwork) -> str | None:
+    """Why an HD picture is not painted ahead for ``artwork`` now, or None."""
+    if not services.settings.hd_ahead:
+        return "ATELIER_HD_AHEAD is off"
+    if artwork.status != ArtworkStatus.PREVIEW_READY:
+        return f"the artwork is {artwork.status}"
+    ready = artwork.preview_ready_at
+    if ready is None or utcnow() - ready > timedelta(hours=services.settings.hd_ahead_hours):
+        return f"the preview is older than {services.settings.hd_ahead_hours:g} hours"
+    return None
 
 
 def hd_size(services: Services, style: Any) -> int:
@@ -228,32 +342,33 @@ def hd_size(services: Services, style: Any) -> int:
 
 
 def _stored_key(artwork: Artwork, stage: Stage) -> str | None:
-    """The stage's picture when a run before this one has recorded it."""
+    """The stage's picture when a run before this one has recorded it (for the HD: also one
+    painted ahead of the payment)."""
     if stage is PREVIEW:
         ready = artwork.status == ArtworkStatus.PREVIEW_READY or artwork.status in ArtworkStatus.SOLD
         return artwork.preview_key if ready else None
-    return artwork.hd_key if artwork.status == ArtworkStatus.DELIVERED else None
+    return artwork.hd_key
 
 
-def _record(services: Services, session: Session, stage: Stage, artwork: Artwork, key: str, picture: Image.Image) -> None:
+def _record(services: Services, session: Session, stage: Stage, artwork: Artwork, key: str, size: tuple[int, int]) -> None:
     """The stage's picture is stored: record it on the artwork, move the status, queue the mail."""
     move(artwork, stage.done)
     if stage is PREVIEW:
         artwork.preview_key = key
         artwork.preview_ready_at = utcnow()
-        artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": [picture.width, picture.height]}
+        artwork.parameters = dict(artwork.parameters or {}) | {"preview_size": list(size)}
         mail_owner(services, session, artwork, template=stage.mail_template, event=stage.mail_event,
                    link=preview_link(services.public_url, artwork.preview_token, artwork.locale))
         return
     settings = services.settings
     now = utcnow()
-    if artwork.delivered_at is None or artwork.hd_key is None:
+    if artwork.delivered_at is None:
         artwork.delivered_at = now
         artwork.download_expires_at = now + timedelta(hours=settings.download_ttl_hours)
         artwork.download_count = 0
         artwork.download_limit = settings.download_max_count
     artwork.hd_key = key
-    artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": [picture.width, picture.height]}
+    artwork.parameters = dict(artwork.parameters or {}) | {"hd_size": list(size)}
     mail_owner(
         services,
         session,
@@ -269,6 +384,10 @@ def _record(services: Services, session: Session, stage: Stage, artwork: Artwork
 def _stopped(services: Services, stage: Stage, artwork_id: int, *, final: bool) -> None:
     """The attempt failed or stopped. With attempts left the artwork waits for the next one;
     when it was the last (``final``) its owner is told, once."""
+    if stage.speculative:
+        # Nobody is waiting for it: no mail. A payment that came meanwhile made it the paid job,
+        # which the queue retries with the paid job's attempts.
+        final = False
     with transaction(services.engine) as session:
         artwork = session.get(Artwork, artwork_id)
         if artwork is None:
@@ -297,6 +416,17 @@ def paint_preview(ctx: JobContext) -> dict[str, Any]:
     finally:
         # The painting's feature maps are freed and the allocator tuning keeps them: a
         # long-lived worker must not sit at its largest job's peak (issue 14).
+        release_memory()
+
+
+@job_handler(HD_AHEAD.job_kind)
+def paint_hd_ahead(ctx: JobContext) -> dict[str, Any]:
+    """Paint an artwork's HD picture before anyone paid for it, while the workers are idle: kept,
+    mailed to nobody; a payment finds it and only sends the link (or, if the payment comes while
+    it paints, makes this the paid job). Handed back to the queue for any other job."""
+    try:
+        return paint_stage(ctx, HD_AHEAD)
+    finally:
         release_memory()
 
 

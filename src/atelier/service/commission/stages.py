@@ -7,7 +7,7 @@ is watermarked and doubled, which status moves it makes and which mail it sends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from atelier.service import i18n
@@ -15,6 +15,9 @@ from atelier.service.commission.status import Event
 
 PREVIEW_JOB = "artwork.preview"
 HD_JOB = "artwork.hd"
+#: The HD picture painted ahead of payment, while the workers are idle (the speculative lane:
+#: handed back to the queue as soon as anything else waits; see atelier.service.lanes).
+HD_AHEAD_JOB = "artwork.hd_ahead"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Stage:
     done: Event
     mail_template: str
     mail_event: str
+    #: Painted before anyone paid for it: stored, never mailed, until a payment makes it the
+    #: paid HD picture.
+    speculative: bool = False
 
     def key(self, artwork: Any) -> str:
         """Where ``artwork``'s picture of this stage is stored."""
@@ -80,7 +86,8 @@ HD = Stage(
     mail_template="download_ready",
     mail_event="download",
 )
-STAGES = {stage.job_kind: stage for stage in (PREVIEW, HD)}
+HD_AHEAD = replace(HD, name="hd_ahead", job_kind=HD_AHEAD_JOB, attempts=1, speculative=True)
+STAGES = {stage.job_kind: stage for stage in (PREVIEW, HD, HD_AHEAD)}
 
 
 def preview_key(artwork: Any) -> str:
@@ -91,6 +98,12 @@ def preview_key(artwork: Any) -> str:
 def hd_key(artwork: Any) -> str:
     """Where an artwork's HD picture is stored."""
     return HD.key(artwork)
+
+
+def painting_key(public_id: str) -> str:
+    """Where an artwork's preview painting is kept before its finishing and watermark (lossless):
+    what the HD picture is painted on from."""
+    return f"paintings/{public_id}.png"
 
 
 def preview_link(public_url: str, token: str, locale: str) -> str:
