@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atelier.extras import need
@@ -39,6 +38,7 @@ from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.stages import HD, preview_link, receipt_path
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
+from atelier.store.commissions import artwork_by_public_id, artwork_id_of, sale_by_reference, sales_of
 from atelier.store.db import Artwork, ProcessedEvent, Sale, insert_new, new_token, transaction, utcnow
 from atelier.store.downloads import artwork_of_download, spend_download
 
@@ -88,7 +88,7 @@ class CheckoutStart:
 def _artwork_for_sale(session: Session, public_id: str) -> Artwork | None:
     if not public_id or len(public_id) > 64 or not public_id.isalnum():
         return None
-    return session.scalars(select(Artwork).where(Artwork.public_id == public_id)).first()
+    return artwork_by_public_id(session, public_id)
 
 
 def demo_mode(services: Services) -> bool:
@@ -146,7 +146,7 @@ def start_checkout(
             cancel_url=f"{base_url}/{locale}/a/{token}",
         )
     with transaction(services.engine) as session:
-        artwork_id = session.scalars(select(Artwork.id).where(Artwork.public_id == public_id)).one()
+        artwork_id = artwork_id_of(session, public_id)
         session.add(
             Sale(
                 artwork_id=artwork_id,
@@ -235,9 +235,7 @@ def record_payment(
     payment for an artwork already paid for is recorded as a sale but paints nothing again.
     """
     with transaction(services.engine) as session:
-        artwork = session.scalars(
-            select(Artwork).where(Artwork.public_id == artwork_public_id).with_for_update()
-        ).first() if artwork_public_id and len(artwork_public_id) <= 64 else None
+        artwork = artwork_by_public_id(session, artwork_public_id, for_update=True) if artwork_public_id and len(artwork_public_id) <= 64 else None
         if artwork is None:
             raise UnknownArtwork(f"no artwork {artwork_public_id!r}")
         now = utcnow()
@@ -250,7 +248,7 @@ def record_payment(
         if not fresh:
             log.info("%s event %s already handled", provider, event_id)
             return "duplicate"
-        sale = session.scalars(select(Sale).where(Sale.provider == provider, Sale.provider_ref == provider_ref)).first()
+        sale = sale_by_reference(session, provider, provider_ref)
         if sale is not None and sale.status == "paid":
             return "duplicate"
         if sale is None:
@@ -361,9 +359,7 @@ def _unpaid_sale(
     """The event remembered and the session's sale set to ``status`` ("processing" or "failed"), in
     ``session``'s transaction; None (nothing changed) for an event seen before or a sale that is
     already paid. :class:`UnknownArtwork` when there is no such artwork."""
-    artwork = session.scalars(
-        select(Artwork).where(Artwork.public_id == artwork_public_id).with_for_update()
-    ).first() if artwork_public_id and len(artwork_public_id) <= 64 else None
+    artwork = artwork_by_public_id(session, artwork_public_id, for_update=True) if artwork_public_id and len(artwork_public_id) <= 64 else None
     if artwork is None:
         raise UnknownArtwork(f"no artwork {artwork_public_id!r}")
     fresh = insert_new(
@@ -375,7 +371,7 @@ def _unpaid_sale(
     if not fresh:
         log.info("%s event %s already handled", provider, event_id)
         return None
-    sale = session.scalars(select(Sale).where(Sale.provider == provider, Sale.provider_ref == provider_ref)).first()
+    sale = sale_by_reference(session, provider, provider_ref)
     if sale is None:
         sale = Sale(artwork_id=artwork.id, provider=provider, provider_ref=provider_ref)
         session.add(sale)
@@ -438,10 +434,12 @@ def demo_checkout(services: Services, reference: str) -> DemoCheckout | None:
     if not demo_mode(services) or not reference.startswith("demo_") or len(reference) > 64:
         return None
     with transaction(services.engine, read_only=True) as session:
-        sale = session.scalars(select(Sale).where(Sale.provider == DEMO, Sale.provider_ref == reference)).first()
+        sale = sale_by_reference(session, DEMO, reference)
         if sale is None or not hmac.compare_digest(sale.provider_ref.encode(), reference.encode()):
             return None
-        public_id = session.scalars(select(Artwork.public_id).where(Artwork.id == sale.artwork_id)).one()
+        artwork = session.get(Artwork, sale.artwork_id)
+        assert artwork is not None  # a sale's artwork is never deleted
+        public_id = artwork.public_id
         return DemoCheckout(reference, public_id, sale.amount_minor, sale.currency, sale.status)
 
 
@@ -491,7 +489,7 @@ def receipt(services: Services, public_id: str) -> Receipt | None:
         artwork = _artwork_for_sale(session, public_id)
         if artwork is None:
             return None
-        sales = session.scalars(select(Sale).where(Sale.artwork_id == artwork.id).order_by(Sale.id)).all()
+        sales = sales_of(session, artwork.id)
         paid = [s for s in sales if s.status == "paid"]
         sale = paid[0] if paid else (sales[-1] if sales else None)
         left = None
