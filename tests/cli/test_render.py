@@ -141,7 +141,7 @@ def test_two_styles_with_a_mask_paint_two_regions_differently(
         (["--style", "{text}", "-o", "{tmp}/o.jpg", "{dog}"], "not an image"),
         (["--style", "candy", "-o", "{tmp}/o.jpg", "{text}"], "not an image"),
         (["--style", "{dog}", "--engine", "adain", "-o", "{tmp}/o.jpg", "{dog}"], "atelier models download adain"),
-        (["--style", "{dog}", "--style-weights", "1,2", "-o", "{tmp}/o.jpg", "{dog}"], "one per style"),
+        (["--style", "{dog}", "--style-weights", "1,2", "-o", "{tmp}/o.jpg", "{dog}"], "one weight per style"),
         (["--style", "{dog}", "--engine", "nope", "-o", "{tmp}/o.jpg", "{dog}"], "unknown engine"),
     ],
 )
