@@ -117,6 +117,8 @@ def test_server_and_two_workers_on_postgres_and_s3(
             "ATELIER_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
             "ATELIER_PUBLIC_URL": base,
             "ATELIER_PREVIEW_MAX_SIZE": "96",
+            # No HD painted ahead of payment here (its job would join the list below while it runs).
+            "ATELIER_HD_AHEAD": "0",
             "ATELIER_INSTANT_MAX_SIZE": "256",
             "ATELIER_DEVICE": "cpu",
             "ATELIER_THREADS": "1",
