@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from atelier.service import artworks
 from atelier.service.artworks import (
     ArtworkStatus,
     OrderError,
@@ -22,6 +21,7 @@ from atelier.service.artworks import (
     read_preview,
 )
 from atelier.service import lanes
+from atelier.service.commission import stages
 from atelier.service.progress import PREVIEW_SHARE
 from atelier.service.context import Services
 from atelier.service.worker import Worker
@@ -75,7 +75,7 @@ def test_when_the_job_cannot_be_recorded_neither_is_the_artwork(
     def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(artworks, "enqueue", broken)
+    monkeypatch.setattr(stages, "enqueue", broken)  # where the preview stage queues its job
     with pytest.raises(RuntimeError):
         _order(services, photo)
     assert _count(services, Artwork) == 0 and _count(services, Job) == 0

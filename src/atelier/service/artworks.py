@@ -32,8 +32,6 @@ from atelier.service.progress import JobProgress, commission_fraction, describe,
 from atelier.service.uploads import get_upload, store_upload
 from atelier.store.commissions import artwork_by_public_id, artwork_with_preview_token
 from atelier.store.db import Artwork, JobStatus, Upload, transaction
-from atelier.service.lanes import priority_of
-from atelier.store.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +143,7 @@ def order_artwork(
         )
         session.add(artwork)
         session.flush()
-        artwork.job_id = enqueue(
-            session,
-            PREVIEW.job_kind,
-            {"artwork_id": artwork.id},
-            priority=priority_of(PREVIEW.job_kind),
-            max_attempts=PREVIEW.attempts,
-            output_key=PREVIEW.key(artwork),
-        )
+        artwork.job_id = PREVIEW.enqueue(session, artwork)
         public_id = artwork.public_id
     log.info("artwork %s ordered (%s, %s)", public_id, entry.name, locale)
     view = get_artwork(services, public_id)

@@ -24,7 +24,6 @@ from atelier.service.commission.status import ArtworkStatus
 from atelier.service.lanes import priority_of
 from atelier.store.commissions import promote_job
 from atelier.store.db import Artwork
-from atelier.store.queue import enqueue
 
 
 def queue_hd_ahead(session: Session, artwork: Artwork) -> int | None:
@@ -32,14 +31,7 @@ def queue_hd_ahead(session: Session, artwork: Artwork) -> int | None:
     None when it has one already or is sold."""
     if artwork.hd_job_id is not None or artwork.status in ArtworkStatus.SOLD:
         return None
-    artwork.hd_job_id = enqueue(
-        session,
-        HD_AHEAD.job_kind,
-        {"artwork_id": artwork.id},
-        priority=priority_of(HD_AHEAD.job_kind),
-        max_attempts=HD_AHEAD.attempts,
-        output_key=HD_AHEAD.key(artwork),
-    )
+    artwork.hd_job_id = HD_AHEAD.enqueue(session, artwork)
     return artwork.hd_job_id
 
 
@@ -51,12 +43,5 @@ def queue_paid_hd(session: Session, artwork: Artwork) -> int:
         session, ahead, kind=HD.job_kind, priority=priority_of(HD.job_kind), max_attempts=HD.attempts
     ):
         return ahead
-    artwork.hd_job_id = enqueue(
-        session,
-        HD.job_kind,
-        {"artwork_id": artwork.id},
-        priority=priority_of(HD.job_kind),
-        max_attempts=HD.attempts,
-        output_key=HD.key(artwork),
-    )
+    artwork.hd_job_id = HD.enqueue(session, artwork)
     return artwork.hd_job_id

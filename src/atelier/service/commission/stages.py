@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from atelier.service import i18n
 from atelier.service.commission.status import Event
+from atelier.service.lanes import priority_of
+from atelier.store.queue import enqueue
 
 PREVIEW_JOB = "artwork.preview"
 HD_JOB = "artwork.hd"
@@ -52,6 +56,18 @@ class Stage:
     def key(self, artwork: Any) -> str:
         """Where ``artwork``'s picture of this stage is stored."""
         return f"{self.folder}/{artwork.public_id}.jpg"
+
+    def enqueue(self, session: Session, artwork: Any) -> int:
+        """Queue this stage's job for ``artwork`` in the caller's transaction, in its kind's lane,
+        with the stage's attempts and picture key; the job's id."""
+        return enqueue(
+            session,
+            self.job_kind,
+            {"artwork_id": artwork.id},
+            priority=priority_of(self.job_kind),
+            max_attempts=self.attempts,
+            output_key=self.key(artwork),
+        )
 
 
 PREVIEW = Stage(
