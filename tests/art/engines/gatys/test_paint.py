@@ -3,6 +3,7 @@ seeds repeat, the style is carried, progress is reported."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,13 +153,17 @@ def test_the_engine_computes_the_textbook_losses() -> None:
     encoder = VGGEncoder.random(up_to="relu5_1")
     g = torch.Generator().manual_seed(5)
     photo, style = torch.rand(1, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
-    spec = RECIPES["classic"].with_passes("48x4").passes[0]
+    # neural-style's fixed steps (the line search is ours: issue 15).
+    spec = replace(RECIPES["classic"].with_passes("48x4").passes[0], line_search=False)
     textbook: list[float] = []
     textbook_pass(encoder, photo, style, spec, on_iteration=textbook.append)
     ours = paint(encoder, photo, [style], recipe=Recipe("same", (spec,))).passes[0].losses
     assert ours[0] == pytest.approx(textbook[0], rel=1e-5)  # the same function...
-    # ... and the same optimisation (L-BFGS magnifies the convolutions' rounding a little).
-    assert ours == pytest.approx(textbook, rel=1e-2)
+    # ... and the same optimisation, one evaluation per iteration; ours measures the picture
+    # clamped to 0..1 (the one it delivers), so once a step leaves the range the two part a
+    # little (4 % here).
+    assert len(ours) == len(textbook)
+    assert ours == pytest.approx(textbook, rel=0.1)
 
 
 # ----------------------------------------------------------------------------- the contract C1 paints with
@@ -241,3 +246,46 @@ def test_the_objective_compares_two_recipes_on_one_scale(encoder: VGGEncoder, ph
     longer = paint(encoder, photo, [starry], recipe=shallow("48x10,64x10"))
     assert short.objective is not None and longer.objective is not None
     assert longer.objective.total < short.objective.total
+
+
+# ------------------------------------------------------------------------------------------------
+# convergence (issue 15): L-BFGS with a line search, the best point handed out
+
+
+@pytest.mark.slow
+def test_the_portrait_that_stalled_without_a_line_search_paints_with_one(encoder: VGGEncoder, content_dir: Path, style_dir: Path) -> None:
+    # The issue's portrait, as the commission fed it (the photo at 512 px, a 256 px pass): with
+    # neural-style's fixed steps the style loss barely moves in 30 iterations (53.2 -> 50.4
+    # measured here); with the strong-Wolfe search it falls below 1 % of where it began.
+    portrait = picture(content_dir, "brad_pitt.jpg", 512)
+    starry = picture(style_dir, "starry_night.jpg", 512)
+    fixed = paint(encoder, portrait, [starry], recipe=shallow("256x30", line_search=False), objective=False)
+    searched = paint(encoder, portrait, [starry], recipe=shallow("256x30"), objective=False)
+    stalled, converged = fixed.passes[0], searched.passes[0]
+    assert min(stalled.style_losses) > 0.5 * stalled.style_losses[0]
+    assert min(converged.style_losses) < 0.01 * converged.style_losses[0]
+
+
+def test_a_pass_never_evaluates_more_than_its_iterations(encoder: VGGEncoder, photo, starry) -> None:
+    # A line search asks for extra evaluations; the budget counts them (one forward and
+    # backward each), so progress never says more than the pass's iterations.
+    seen: list[Progress] = []
+    result = paint(encoder, photo, [starry], recipe=shallow("64x17"), progress=seen.append)
+    assert result.passes[0].iterations_run <= 17
+    assert all(p.step <= p.total == 17 for p in seen)
+
+
+def test_the_picture_handed_out_is_the_best_point_the_pass_measured(encoder: VGGEncoder, photo, starry) -> None:
+    # Trial points of a line search can be worse than where it stands; the pass ends on its
+    # best one, and the loss it reports is that of the clamped picture it delivers.
+    result = paint(encoder, photo, [starry], recipe=shallow("64x12"))
+    assert result.objective is not None
+    assert result.objective.total == pytest.approx(min(result.passes[0].losses), rel=1e-4)
+    assert 0.0 <= float(result.image.min()) and float(result.image.max()) <= 1.0
+
+
+def test_a_recipe_can_paint_with_neural_style_s_fixed_steps(encoder: VGGEncoder, photo, starry) -> None:
+    recipe = shallow("48x6", line_search=False)
+    assert recipe.passes[0].line_search is False and recipe.passes[0].as_dict()["line_search"] is False
+    result = paint(encoder, photo, [starry], recipe=recipe)
+    assert result.passes[0].iterations_run == 6  # one evaluation per iteration, as before

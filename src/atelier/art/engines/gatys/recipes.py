@@ -69,6 +69,8 @@ class Pass:
     optimizer: Optimizer = "lbfgs"
     learning_rate: float | None = None
     history_size: int = 100
+    #: L-BFGS with a strong-Wolfe line search (True), or neural-style's fixed steps (False).
+    line_search: bool = True
 
     def __post_init__(self) -> None:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -131,6 +133,7 @@ class Pass:
             "style_scale": self.style_scale,
             "optimizer": self.optimizer,
             "history_size": self.history_size,
+            "line_search": self.line_search,
         }
         if self.style_layer_weights is not None:
             data["style_layer_weights"] = list(self.style_layer_weights)
