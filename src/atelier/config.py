@@ -289,6 +289,22 @@ class Settings(BaseSettings):
         description="How long after its preview an unpaid commission's HD picture may still be "
         "painted ahead; later, it is painted when the buyer pays.",
     )
+    quality_max_style_distance: float = Field(
+        default=0.5,
+        gt=0,
+        description="A commission painting whose style distance (1 = the untouched photo, 0 = the "
+        "painting's statistics; see atelier bench quality) is above this did not converge: it is "
+        "painted again from another start, and not delivered if it fails again (the job fails "
+        "with the reason, shown in /admin).",
+    )
+    quality_min_style_fall: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="The share of its starting style loss that a commission's first pass must "
+        "remove; less is a stalled optimisation, painted again from another start like a "
+        "painting too far from the style.",
+    )
     admin_token: str | None = Field(
         default=None,
         json_schema_extra=SECRET,

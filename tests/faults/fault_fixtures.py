@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.service_fixtures import free_port
+from tests.service.service_fixtures import LENIENT_CHECK_ENV, free_port
 
 ATELIER = str(Path(sys.executable).with_name("atelier"))
 
@@ -75,6 +75,7 @@ def base_env(models_dir: Path, **settings: str) -> dict[str, str]:
             "ATELIER_THREADS": "1",
             "ATELIER_PREVIEW_MAX_SIZE": "96",
             "ATELIER_INSTANT_MAX_SIZE": "256",
+            **LENIENT_CHECK_ENV,
         }
     )
     env.update(settings)

@@ -23,7 +23,7 @@ from atelier.store.db import Job, JobStatus, Worker, make_engine, transaction
 from atelier.store.scratch import scratch_database
 
 from tests.web.web_fixtures import postgres_server
-from tests.service.service_fixtures import add_catalog_style, free_port, link_in, make_settings, small_jpeg, smtp_server, tiny_clip
+from tests.service.service_fixtures import LENIENT_CHECK_ENV, add_catalog_style, free_port, link_in, make_settings, small_jpeg, smtp_server, tiny_clip
 from tests.store.s3_server import PolicyEnforcingMotoServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -123,6 +123,7 @@ def test_server_and_two_workers_on_postgres_and_s3(
             "ATELIER_DEVICE": "cpu",
             "ATELIER_THREADS": "1",
             "ATELIER_LEASE_SECONDS": "30",
+            **LENIENT_CHECK_ENV,
         }
         try:
             server_env = env | {"ATELIER_DATA_DIR": str(tmp_path / "server")}

@@ -79,6 +79,15 @@ def _age(when: datetime | None, now: datetime) -> str:
     return f"{seconds // 86400} d"
 
 
+def _quality(result: dict[str, Any] | None) -> str:
+    """A painting job's check before delivery, in a few words (empty for other jobs)."""
+    check = (result or {}).get("check")
+    if not isinstance(check, dict):
+        return ""
+    text = f"style {check.get('style_distance', float('nan')):.2f}, content {check.get('content_distance', float('nan')):.2f}"
+    return text if check.get("passed", True) else f"{text} (below the bar)"
+
+
 def _job_row(job: Job, now: datetime) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -91,6 +100,7 @@ def _job_row(job: Job, now: datetime) -> dict[str, Any]:
         "age": _age(job.created_at, now),
         "updated": _age(job.updated_at, now),
         "error": job.last_error or "",
+        "quality": _quality(job.result),
         "can_cancel": job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
         "can_retry": job.status in (JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED),
     }

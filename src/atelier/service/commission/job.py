@@ -31,6 +31,7 @@ from atelier.art.progress import Progress, ProgressCallback
 from atelier.runtime import release_memory
 from atelier.service.commission.stages import HD, HD_AHEAD, PREVIEW, Stage, download_link, painting_key, preview_link, receipt_path
 from atelier.service.commission.ahead import queue_hd_ahead
+from atelier.service.commission.check import Check, NotPaintedError, check_painting
 from atelier.service.commission.mails import mail_owner
 from atelier.service.commission.status import ArtworkStatus, Event, move
 from atelier.service.context import Services
@@ -134,6 +135,8 @@ class Picture:
     recipe: str = ""
     #: The painting's Gatys objective at its own size (None from a test's painter).
     objective: float | None = None
+    #: The check before delivery (None from a test's painter).
+    check: Check | None = None
 
 
 def hd_recipe(recipe: Recipe, preview_size: int) -> Recipe | None:
@@ -164,7 +167,7 @@ def paint_picture(
         max_size = job.max_size if stage is PREVIEW else hd_size(services, entry)
         return Picture(painter(photo, entry, max_size=max_size, progress=progress, watermark=stage.watermark))
 
-    from atelier.service.painting import choose_recipe, finish_spec, load_encoder, postprocess, render_painting
+    from atelier.service.painting import Rendered, choose_recipe, finish_spec, load_encoder, postprocess, render_painting
 
     device = services.loader.device
     models_dir = services.settings.models_path
@@ -184,21 +187,54 @@ def paint_picture(
             # Exactly HD_FACTOR times the preview's painting, so that every block of the HD
             # picture averages to one of its pixels.
             photo = photo.convert("RGB").resize((HD_FACTOR * start.width, HD_FACTOR * start.height), Image.Resampling.LANCZOS)
-    rendered = render_painting(
-        photo,
-        models_dir=models_dir,
-        style=entry.source,
-        recipe=recipe,
-        init=start,
-        keep_low=start,
-        finishing=True,
-        watermark=stage.watermark,
-        device=device,
-        preview_every=PREVIEW_EVERY if stage.progress_pictures else 0,
-        progress=_painting_only(progress),
-        encoder=encoder,
+    def render(init: Image.Image | str | None, seed: int) -> Rendered:
+        return render_painting(
+            photo,
+            models_dir=models_dir,
+            style=entry.source,
+            recipe=recipe,
+            init=init,
+            seed=seed,
+            keep_low=start,
+            finishing=True,
+            watermark=stage.watermark,
+            device=device,
+            preview_every=PREVIEW_EVERY if stage.progress_pictures else 0,
+            progress=_painting_only(progress),
+            encoder=encoder,
+        )
+
+    def checked(rendered: Rendered) -> Check:
+        settings = services.settings
+        return check_painting(
+            rendered.painted, photo=photo, painting=entry.source.load_painting(), encoder=encoder,
+            passes=rendered.passes, from_photo=start is None,
+            max_style_distance=settings.quality_max_style_distance, min_style_fall=settings.quality_min_style_fall,
+        )
+
+    rendered = render(start, 0)
+    check = checked(rendered)
+    if not check.passed and start is None:
+        # Another start: seeded noise (Gatys et al.'s own), which no photo's quirks can stall.
+        log.warning(
+            "artwork %s: the %s painting did not converge (%s); painting it again from another start",
+            job.public_id, stage.name, "; ".join(check.failures),
+        )
+        rendered = render("noise", 1)
+        check = checked(rendered)
+        if not check.passed:
+            raise NotPaintedError(
+                f"the {stage.name} painting did not converge from two starts ({'; '.join(check.failures)}): not delivered"
+            )
+    elif not check.passed:
+        # Painted on from the preview the buyer saw and chose: delivered, the operator told.
+        log.warning("artwork %s: the %s painting measures %s", job.public_id, stage.name, "; ".join(check.failures))
+    log.info(
+        "artwork %s: %s painting checked: style distance %.3f, content distance %.3f%s",
+        job.public_id, stage.name, check.style_distance, check.content_distance,
+        f", first pass removed {check.style_fall:.1%} of its style loss" if check.style_fall is not None else "",
     )
-    return Picture(rendered.image, rendered.painted, recipe.summary(), rendered.objective)
+    return Picture(rendered.image, rendered.painted, recipe.summary(), rendered.objective, check)
 
 
 def _read_painting(services: Services, key: str) -> Image.Image | None:
@@ -317,6 +353,8 @@ def _painted(picture: Picture) -> dict[str, Any]:
     out: dict[str, Any] = {"recipe": picture.recipe} if picture.recipe else {}
     if picture.objective is not None:
         out["objective"] = round(picture.objective, 6)
+    if picture.check is not None:
+        out["check"] = picture.check.as_dict()
     return out
 
 
