@@ -14,8 +14,9 @@ objective (from the job's result).
 
 Paths:
 
-* ``baseline``: the way before issue 14 (``ATELIER_HD_FROM_PREVIEW=false``,
-  ``ATELIER_HD_AHEAD=false``): the HD job paints the whole recipe again from the photo.
+* ``baseline``: the way before issues 14 and 15 (``ATELIER_HD_FROM_PREVIEW=false``,
+  ``ATELIER_HD_AHEAD=false``): the HD job paints the whole recipe again from the photo, with
+  neural-style's fixed L-BFGS steps (``line_search = false``) and no check before delivery.
 * ``new``: the HD painted on from the preview's painting, ahead of payment when the worker is
   idle. Two orders: one paid the moment its preview mail arrives (the ahead painting has just
   started: the payment makes it the paid job), one paid once its HD was painted ahead.
@@ -136,6 +137,15 @@ class Journey:
         painted = [r for r in results if "objective" in r or "recipe" in r]
         return painted[0] if painted else (results[0] if results else {})
 
+    def check_painted(self, public_id: str) -> None:
+        """Refuse to go on when the mail said the preview could not be painted (a recipe too
+        short for the check before delivery, say: give more iterations)."""
+        from atelier.service.artworks import get_artwork
+
+        artwork = get_artwork(self.services, public_id)
+        if artwork is not None and artwork.status == "failed":
+            raise RuntimeError(f"bench commission: the preview was not painted ({artwork.error or 'failed'})")
+
     def ahead_done(self, public_id: str) -> bool:
         from atelier.service.commission.stages import HD_AHEAD_JOB
 
@@ -150,6 +160,7 @@ def _one_order(journey: Journey, photo: bytes, *, path: str, label: str, wait_ah
     public_id = journey.order(photo)
     _wait("preview mail", lambda: journey.mail_count() > mails, timeout=timeout)
     to_preview = time.perf_counter() - began
+    journey.check_painted(public_id)
     waited_ahead = 0.0
     if wait_ahead:
         began = time.perf_counter()
@@ -212,6 +223,9 @@ def bench_commission(
     from atelier.config import Settings
     from atelier.install.styles import StyleRecipe, add_style
 
+    from atelier.service.painting import installed_vgg
+
+    installed_vgg(models_dir)  # no weights: say so now, not after three failed attempts per path
     photo_bytes = photo.read_bytes()
     root = Path(tempfile.mkdtemp(prefix="atelier-bench-commission-", dir=workdir))
     rows: list[Row] = []
@@ -223,7 +237,8 @@ def bench_commission(
             styles = data / "styles"
             add_style(
                 painting, name=STYLE, styles_dir=styles, titles={"en": "The Starry Night", "es": "La noche estrellada"},
-                artist="Vincent van Gogh", recipe=StyleRecipe(base="auto", passes=passes),
+                artist="Vincent van Gogh",
+                recipe=StyleRecipe(base="auto", passes=passes, all={"line_search": False} if path == "baseline" else {}),
             )
             env = {
                 "ATELIER_DATA_DIR": str(data),
@@ -232,6 +247,8 @@ def bench_commission(
                 "ATELIER_HD_FROM_PREVIEW": "false" if path == "baseline" else "true",
                 "ATELIER_HD_AHEAD": "false" if path == "baseline" else "true",
             }
+            if path == "baseline":  # no check before delivery then
+                env |= {"ATELIER_QUALITY_MAX_STYLE_DISTANCE": "1000", "ATELIER_QUALITY_MIN_STYLE_FALL": "0"}
             if preview_size:
                 env["ATELIER_PREVIEW_MAX_SIZE"] = str(preview_size)
             if threads:
@@ -250,7 +267,10 @@ def bench_commission(
                     pictures.update({f"{path}: {label}": data for label, data in journey.delivered.items()})
                 finally:
                     journey.close()
-    finally:
+    except BaseException:
+        log.error("bench commission stopped; the servers' logs are kept in %s", root)
+        raise
+    else:
         shutil.rmtree(root, ignore_errors=True)
     _objectives(rows, pictures, models_dir=models_dir, photo=photo, painting=painting, passes=passes)
     return rows
@@ -267,6 +287,7 @@ def _objectives(rows: list[Row], pictures: dict[str, bytes], *, models_dir: Path
 
     from atelier.art.blocks.images import fit_longest, to_tensor
     from atelier.art.engines.gatys import measure_objective
+    from atelier.art.quality import measure_distances
     from atelier.install.styles import StyleRecipe
     from atelier.service.painting import STYLE_IMAGE_SIZE, load_encoder
 
@@ -280,7 +301,10 @@ def _objectives(rows: list[Row], pictures: dict[str, bytes], *, models_dir: Path
     with Image.open(photo) as image:
         content = to_tensor(fit_longest(image.convert("RGB"), size))
     with Image.open(painting) as image:
-        style = to_tensor(fit_longest(image.convert("RGB"), STYLE_IMAGE_SIZE))
+        painting_image = image.convert("RGB")
+        style = to_tensor(fit_longest(painting_image, STYLE_IMAGE_SIZE))
+    with Image.open(photo) as image:
+        photo_image = image.convert("RGB")
     for row in rows:
         picture = opened.get(row.name)
         if picture is None:
@@ -288,3 +312,7 @@ def _objectives(rows: list[Row], pictures: dict[str, bytes], *, models_dir: Path
         shrunk = to_tensor(picture.resize((content.shape[-1], content.shape[-2]), Image.Resampling.LANCZOS))
         measured = measure_objective(encoder, shrunk, content, [style], spec=spec)
         row.figures[f"objective_delivered_at_{size}"] = round(measured.total, 4)
+        # The quality record's two numbers too (art/quality: 1 = the photo, 0 = the painting).
+        distances = measure_distances(picture, photo=photo_image, painting=painting_image, encoder=encoder)
+        row.figures["style_distance"] = round(distances.style, 4)
+        row.figures["content_distance"] = round(distances.content, 4)
