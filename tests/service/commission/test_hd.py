@@ -72,7 +72,7 @@ def test_the_hd_pass_is_the_recipes_last_at_twice_the_preview() -> None:
     full = RECIPES["shallow"]  # 256x300, 512x150, 960x100
     following = hd_recipe(full, 384)
     assert following is not None
-    assert [(p.size, p.iterations) for p in following.passes] == [(768, 100)]
+    assert [(p.size, p.iterations) for p in following.passes] == [(768, 50)]  # half: HD_ITERATION_SHARE
     assert following.passes[0].style_layers == full.passes[-1].style_layers
     assert [p.size for p in hd_recipe(full, 640).passes] == [1280]  # type: ignore[union-attr]
     assert hd_recipe(full, 960) is None  # the preview is the whole recipe: nothing to paint

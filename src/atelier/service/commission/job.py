@@ -52,6 +52,12 @@ PREVIEW_EVERY = 10
 MIN_PREVIEW_ITERATIONS = 10
 #: The HD pass paints at this many times the preview's size (then waifu2x doubles it again).
 HD_FACTOR = 2
+#: The share of the recipe's last pass's iterations that the HD pass runs. It paints only the
+#: detail finer than the preview (keep_low) and the line search converges in fewer steps:
+#: measured on kite.jpg + Starry Night (768 px on a 384 px preview, the shallow recipe's 100
+#: iterations), the loss stood at 1.99 after 30, 1.76 after 50 and 1.62 after 100, at 1.95 s
+#: an iteration on 2 cores: half the iterations keep the pay -> download wait near two minutes.
+HD_ITERATION_SHARE = 0.5
 
 
 class CommissionPainter(Protocol):
@@ -152,7 +158,11 @@ def hd_recipe(recipe: Recipe, preview_size: int) -> Recipe | None:
     if recipe.size <= preview_size:
         return None
     last = recipe.passes[-1]
-    return replace(recipe, name=f"{recipe.name}, HD from the preview", passes=(replace(last, size=HD_FACTOR * preview_size),))
+    iterations = max(MIN_PREVIEW_ITERATIONS, round(last.iterations * HD_ITERATION_SHARE))
+    return replace(
+        recipe, name=f"{recipe.name}, HD from the preview",
+        passes=(replace(last, size=HD_FACTOR * preview_size, iterations=iterations),),
+    )
 
 
 def paint_picture(

@@ -455,11 +455,13 @@ def _run_pass(
         nonlocal iteration, best_loss
         if iteration >= total:
             raise _Spent
-        # The loss of the picture that will be delivered (clamped to 0..1), not of the raw
-        # variable: unclamped, L-BFGS parks pixels out of range where they lower the loss, and
-        # the clamped result measured 3x the loss the pass reported (portrait, 256 px: 3.1 vs
-        # 1.08 clamped inside). A departure from the authors' code, which clamps only at the end.
-        image = picture(variable).clamp(0.0, 1.0)
+        # The loss of the picture that will be delivered (clamped to 0..1, and with keep_low
+        # its block means put back), not of the raw variable: unclamped, L-BFGS parks pixels
+        # out of range where they lower the loss, and the delivered picture measured 3x the
+        # loss the pass reported (portrait, 256 px: 3.1 vs 1.08 clamped inside; an HD pass on
+        # its preview 3.28 vs 1.62). A departure from the authors' code, which clamps only at
+        # the end.
+        image = picture.delivered(variable)
         features = net(image, layers)
         content_loss = sum(
             (F.mse_loss(features[name], target) for name, target in content_targets.items()),
@@ -555,7 +557,7 @@ def _run_pass(
                     variable.clamp_(0.0, 1.0)
     record.seconds = time.perf_counter() - began
     with torch.no_grad():
-        return picture.final(variable).clamp(0.0, 1.0) if keep_low is not None else variable.detach().clamp(0.0, 1.0)
+        return picture.delivered(variable)
 
 
 def _picture_of(start: torch.Tensor, keep_low: torch.Tensor | None) -> Any:
@@ -566,7 +568,12 @@ def _picture_of(start: torch.Tensor, keep_low: torch.Tensor | None) -> Any:
     the optimiser sees no direction it cannot move along (a bicubic shrink/enlarge pair leaks:
     L-BFGS took that near-null space for a cheap direction and the loss rose tenfold)."""
     if keep_low is None:
-        return lambda variable: variable
+
+        def itself(variable: torch.Tensor) -> torch.Tensor:
+            return variable
+
+        itself.delivered = lambda variable: variable.clamp(0.0, 1.0)  # type: ignore[attr-defined]
+        return itself
     shape = tuple(start.shape[-2:])
     low = tuple(keep_low.shape[-2:])
     factor = shape[0] // low[0]
@@ -586,15 +593,15 @@ def _picture_of(start: torch.Tensor, keep_low: torch.Tensor | None) -> Any:
     def picture(variable: torch.Tensor) -> torch.Tensor:
         return base + variable - spread(shrink(variable))
 
-    def final(variable: torch.Tensor) -> torch.Tensor:
+    def delivered(variable: torch.Tensor) -> torch.Tensor:
         # Clamping to 0..1 moves a few block means: alternate the two constraints (a few
-        # milliseconds), a change far below the detail painted.
+        # milliseconds, differentiable, so the pass optimises the picture it hands out).
         image = picture(variable).clamp(0.0, 1.0)
         for _ in range(KEEP_LOW_STEPS):
-            image = (image + spread(keep_low - shrink(image))).clamp_(0.0, 1.0)
+            image = (image + spread(keep_low - shrink(image))).clamp(0.0, 1.0)
         return image
 
-    picture.final = final  # type: ignore[attr-defined]
+    picture.delivered = delivered  # type: ignore[attr-defined]
     return picture
 
 
