@@ -291,6 +291,53 @@ def commission(
             emit(rows, as_json=False, title=f"A commission's journey on {platform.processor() or platform.machine()}, {os.cpu_count()} cores", progress=False)
 
 
+@bench_app.command("quality")
+def quality(
+    size: int = typer.Option(256, "--size", min=32, help="The preview size painted and measured at (the commission preview's default, ATELIER_PREVIEW_MAX_SIZE)."),
+    photos: str = typer.Option("", "--photos", help="Comma-separated: pet, portrait, landscape, faces (files of --images) or image paths (default: the four)."),
+    styles: str = typer.Option("", "--styles", help="Comma-separated catalog styles (default: every commission style of ATELIER_STYLES_DIR)."),
+    images: Path | None = typer.Option(None, "--images", file_okay=False, help="Where the fixed photos are (default: ../shared/images/content beside the checkout)."),
+    keep: Path | None = typer.Option(None, "--keep", file_okay=False, help="Also save every picture painted in this folder (PNG)."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda (default: ATELIER_DEVICE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per row instead of a table."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for docs/QUALITY.md) instead of the terminal table."),
+) -> None:
+    """The commission's picture against MicroAST's for each photo and catalog style: the style
+    distance to the painting (1 = the photo, 0 = the painting) and the content distance to the
+    photo, and whether the commission is the better picture (style and content no higher)."""
+    from atelier.bench.quality import COLUMNS, bench_quality, markdown_table, photo_paths
+
+    settings = get_settings()
+    folder = images or Path(__file__).resolve().parents[3].parent / "shared" / "images" / "content"
+    status = Console(stderr=True)
+    try:
+        chosen = photo_paths([p.strip() for p in photos.split(",") if p.strip()], images_dir=folder)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with refusals():
+        try:
+            rows = bench_quality(
+                models_dir=settings.models_path, styles_dir=settings.styles_path, photos=chosen,
+                styles=[s.strip() for s in styles.split(",") if s.strip()] or None, size=size,
+                device=device or settings.device, keep=keep,
+                report=lambda line: status.print(f"[dim]{line}[/dim]", highlight=False),
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_dict()))
+    elif markdown:
+        typer.echo(markdown_table(rows), nl=False)
+    else:
+        table = Table(title=f"Quality at {size} px on {platform.processor() or platform.machine()} (style: 1 = the photo, 0 = the painting)")
+        for name, _ in COLUMNS:
+            table.add_column(name)
+        for row in rows:
+            table.add_row(*(cell(row) for _, cell in COLUMNS))
+        Console(width=max(Console().width, 160)).print(table)
+
+
 def _machine(device) -> str:  # type: ignore[no-untyped-def]
     import torch
 
