@@ -263,7 +263,7 @@ def test_a_large_picture_s_decoder_tail_runs_in_bands_that_change_nothing(
     monkeypatch.setattr(microast, "AUTO_TAIL_TILE_PIXELS", 10**9)
     whole = engine.decode(content, [style])
     bands: list[int] = []
-    tiles_of = microast._tiles
+    tiles_of = microast._tail_tiles
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         made = tiles_of(*args, **kwargs)
@@ -271,7 +271,7 @@ def test_a_large_picture_s_decoder_tail_runs_in_bands_that_change_nothing(
         return made
 
     monkeypatch.setattr(microast, "AUTO_TAIL_TILE_PIXELS", 100_000)
-    monkeypatch.setattr(microast, "_tiles", counting)
+    monkeypatch.setattr(microast, "_tail_tiles", counting)
     banded = engine.decode(content, [style])
     assert bands[-1] == 3  # the tail's tiles: 644 x 432 padded pixels in bands of at most 100 000
     # Bands across the longer side, each the whole of the shorter one (quarter-resolution units).
@@ -280,6 +280,40 @@ def test_a_large_picture_s_decoder_tail_runs_in_bands_that_change_nothing(
     for band in microast._tail_tiles(*quarter, max(quarter), 8, tile=None, batch=1):
         assert (band.x0, band.x1) == (0, quarter[1]) if tall else (band.y0, band.y1) == (0, quarter[0])
     assert banded.shape == whole.shape and float((banded - whole).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("size", [(642, 430), (430, 642)])
+def test_a_large_picture_s_encoder_front_runs_in_bands_that_change_nothing(
+    engine: MicroAST, content_dir: Path, starry: torch.Tensor, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    # The encoders' full-resolution front (9x9 conv, first stride-2 conv) holds most of an
+    # encoding's memory: past a size it runs in bands across the longer side, with halos.
+    from atelier.art.engines import microast
+
+    photo = image(content_dir, "kite.jpg", size)
+    monkeypatch.setattr(microast, "AUTO_FRONT_BAND_PIXELS", 10**9)
+    whole = engine.encode_content(photo).features
+    whole_style = engine.encode_style(photo)
+    monkeypatch.setattr(microast, "AUTO_FRONT_BAND_PIXELS", 60_000)
+    banded = engine.encode_content(photo).features
+    banded_style = engine.encode_style(photo)
+    assert banded.shape == whole.shape and float((banded - whole).abs().max()) < 1e-5
+    assert float((banded_style.mean1 - whole_style.mean1).abs().max()) < 1e-5
+
+
+def test_bands_read_windows_of_one_size_inside_the_picture() -> None:
+    # One shape for oneDNN's set-up and the allocator's reuse; each band's own rows covered once,
+    # with at least the halo of real pixels on every side that is not the picture's edge.
+    from atelier.art.engines.microast import _bands
+
+    for length, step, halo in [(256, 86, 8), (1024, 344, 8), (100, 100, 8), (90, 40, 30)]:
+        bands = _bands(length, step, halo)
+        assert len({hi - lo for _, _, lo, hi in bands}) == 1
+        assert [b[0] for b in bands] == list(range(0, length, step)) and bands[-1][1] == length
+        for start, stop, lo, hi in bands:
+            assert 0 <= lo and hi <= length
+            assert lo == 0 or lo <= start - halo
+            assert hi == length or hi >= stop + halo
 
 
 def test_tiles_leave_no_seams(engine: MicroAST, content_dir: Path, starry: torch.Tensor) -> None:

@@ -83,6 +83,11 @@ AUTO_TILE = 1024
 #: few percent of extra arithmetic, where tiling the encoders (which gather statistics first)
 #: costs far more. Above this many pixels per batch the tail runs in bands of at most this size.
 AUTO_TAIL_TILE_PIXELS = 450_000
+#: The encoders' full-resolution front runs in bands of at most this many pixels (one picture;
+#: batches stay whole): see :meth:`_Encoder._front`.
+AUTO_FRONT_BAND_PIXELS = 450_000
+_FRONT = 4  # enc1's 9x9 conv, ReLU, stride-2 conv, ReLU
+_FRONT_HALO = 8  # full-resolution pixels: the 9x9 conv reaches 4, the stride-2 3x3 one more; on the grid
 #: The photo's own style signals (the alpha=0 end) are taken at this size at most, the size
 #: style images are usually given at: big photos cost nothing extra and tiles cannot change them.
 OWN_STYLE_SIZE = 512
@@ -174,8 +179,40 @@ class _Encoder(nn.Module):
         self.enc2 = nn.Sequential(_Residual())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f1 = self.enc1(x)
+        f1 = self.enc1[_FRONT:](self._front(x))
         return f1, self.enc2(f1)
+
+    def _front(self, x: torch.Tensor) -> torch.Tensor:
+        """The full-resolution front (the 9x9 conv and the first stride-2 conv): half-resolution
+        features of 32 channels. It holds most of an encoding's memory (its 16-channel
+        full-resolution maps, padded and copied channels-last, about 200 bytes a pixel), so a
+        single large picture runs it in bands across its longer side, each read with a halo
+        wider than the two convolutions reach (exact, as the decoder tail's bands are); the
+        rest of the encoder, at a quarter of the pixels, stays whole."""
+        front = self.enc1[:_FRONT]
+        n, _, height, width = x.shape
+        pixels = n * height * width
+        if n > 1 or pixels <= AUTO_FRONT_BAND_PIXELS or height % 2 or width % 2:
+            return front(x)
+        along_width = width >= height
+        length = width if along_width else height
+        bands = math.ceil(pixels / AUTO_FRONT_BAND_PIXELS)
+        step = -(-math.ceil(length / bands) // _MULTIPLE) * _MULTIPLE  # on the stride grid
+        out: torch.Tensor | None = None
+        for start, stop, lo, hi in _bands(length, step, _FRONT_HALO):
+            band = front(x[..., lo:hi] if along_width else x[..., lo:hi, :])
+            if out is None:
+                shape = (n, band.shape[1], height // 2, width // 2)
+                out = torch.empty(shape, device=x.device, dtype=band.dtype, memory_format=torch.channels_last)
+            inner = slice((start - lo) // 2, (stop - lo) // 2)
+            part = band[..., inner] if along_width else band[..., inner, :]
+            if along_width:
+                out[..., start // 2 : stop // 2].copy_(part)
+            else:
+                out[..., start // 2 : stop // 2, :].copy_(part)
+            del band, part
+        assert out is not None
+        return out
 
 
 def _pooled_depthwise() -> nn.Sequential:
@@ -291,6 +328,20 @@ def _spans(length: int, tile: int) -> list[tuple[int, int]]:
     return [(start, min(start + tile, length)) for start in range(0, length, tile)]
 
 
+def _bands(length: int, step: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Bands of ``step`` along ``length`` as (start, stop, read from, read to), every read window
+    of one size: ``step`` + 2 ``halo``, shifted inwards at the ends (more real context, the same
+    result). One shape matters twice: a process pays oneDNN's set-up of each convolution once
+    per shape it meets, and the allocator reuses the freed blocks of one band for the next only
+    when they are as big (a middle band with halos on both sides grew the heap by 30-60 MiB)."""
+    size = min(length, step + 2 * halo)
+    out = []
+    for start, stop in _spans(length, step):
+        low = min(max(0, start - halo), length - size)
+        out.append((start, stop, low, low + size))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Tile:
     """A tile [y0:y1, x0:x1] and its haloed read window [hy0:hy1, hx0:hx1] (same units)."""
@@ -336,8 +387,8 @@ def _tail_tiles(height: int, width: int, step: int, halo: int, *, tile: int | No
         return _tiles(height, width, step, halo)
     bands = math.ceil(pixels / AUTO_TAIL_TILE_PIXELS)
     if width >= height:
-        return _tiles(height, width, height, halo, tile_x=math.ceil(width / bands))
-    return _tiles(height, width, math.ceil(height / bands), halo, tile_x=width)
+        return [_Tile(0, height, x0, x1, 0, height, lo, hi) for x0, x1, lo, hi in _bands(width, math.ceil(width / bands), halo)]
+    return [_Tile(y0, y1, 0, width, lo, hi, 0, width) for y0, y1, lo, hi in _bands(height, math.ceil(height / bands), halo)]
 
 
 class _RegionStats:
