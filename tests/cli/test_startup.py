@@ -58,3 +58,23 @@ def test_every_command_module_registers_and_an_unknown_word_loads_them_all() -> 
 
     names = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert {"render", "sheet", "serve", "worker", "models", "styles", "db", "reconcile", "bench", "upscale"} <= names
+
+
+def test_a_painting_s_faces_are_found_outside_the_painting_process(tmp_path: Path, models_dir: Path, content_dir: Path, style_dir: Path) -> None:
+    # The face detector runs in a helper process beside the torch import (atelier.cli.faces_ahead):
+    # OpenCV never loads into the process that paints, and the command still ends with status 0
+    # and its atexit handlers run (it leaves without tearing the interpreter down).
+    out = tmp_path / "portrait.png"
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('LOADED', 'cv2' in sys.modules, 'torch' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['atelier', 'render', {str(content_dir / 'brad_pitt.jpg')!r}, '--style', "
+        f"{str(style_dir / 'starry_night.jpg')!r}, '--size', '256', '-o', {str(out)!r}]\n"
+        "from atelier.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path / "data"), "ATELIER_MODELS_DIR": str(models_dir)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()
+    assert "LOADED False True" in done.stderr

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from atelier.art.blocks.faces import Faces
     from atelier.art.progress import ProgressCallback
+    from atelier.cli.faces_ahead import FacesAhead
     from atelier.install.styles import Style
 
 # The engines (and torch) are imported inside the command: `atelier --help` and the other
@@ -201,6 +202,14 @@ def render(
             style = [str(catalog_style.image_path) if s == catalog_style.name else s for s in style]
             if engine.lower() == "auto":
                 engine = catalog_style.engine
+        # The first photo's faces are looked for in a helper process while this one imports
+        # torch and loads the engine (atelier.cli.faces_ahead); only where they would be.
+        ahead = {}
+        if faces and not face_box and mask is None and alpha > 0 and photos[0] != "-":
+            from atelier.cli.faces_ahead import look_ahead
+
+            found = look_ahead(photos[0], size=size, max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes)
+            ahead = {photos[0]: found} if found is not None else {}
         paint = _instant_painter(
             style=style, engine=engine, style_weights=_parse_weights(style_weights), alpha=alpha,
             preserve_color=preserve_color, mask=mask, size=size, style_size=style_size, device=device,
@@ -208,7 +217,7 @@ def render(
             face_box=face_box, catalog_style=catalog_style, finishing=finishing, watermark=watermark,
             upscale=upscale,
         )
-        done = _paint_all(paint, photos, targets, batch=batch, format=format)
+        done = _paint_all(paint, photos, targets, batch=batch, format=format, ahead=ahead)
     failed = [d for d in done if "error" in d]
     if as_json:
         import json
@@ -234,12 +243,13 @@ class _Painter:
     """One photo in, its artwork out, with everything that does not depend on the photo (the
     engines, the decoded paintings, their encodings) prepared once for every photo of the call."""
 
-    def __init__(self, engine: str, paint: Callable[[PILImage, ProgressCallback], PILImage]) -> None:
+    def __init__(self, engine: str, paint: Callable[[PILImage, ProgressCallback, bool | Faces | None], PILImage]) -> None:
         self.engine = engine
         self._paint = paint
 
-    def __call__(self, photo: PILImage, progress: ProgressCallback) -> PILImage:
-        return self._paint(photo, progress)
+    def __call__(self, photo: PILImage, progress: ProgressCallback, *, faces: bool | Faces | None = None) -> PILImage:
+        """``faces``: the faces found already (atelier.cli.faces_ahead), or None to use the options'."""
+        return self._paint(photo, progress, faces)
 
 
 def _instant_painter(
@@ -281,19 +291,19 @@ def _instant_painter(
     mask_image = decode_image(mask, **limits) if mask is not None else None
     style_cache: dict[object, object] = {}
 
-    def paint(photo: PILImage, report: ProgressCallback) -> PILImage:
+    def paint(photo: PILImage, report: ProgressCallback, found: bool | Faces | None = None) -> PILImage:
+        faces_option = found if found is not None else _faces_option(faces, face_box, photo)
         if chosen == "filter":
             result = stylize_image(
                 loader, photo, engine="filter", filter_name=filters[0] or style[0], alpha=alpha,
-                preserve_color=preserve_color, size=size, faces=_faces_option(faces, face_box, photo),
-                progress=report,
+                preserve_color=preserve_color, size=size, faces=faces_option, progress=report,
             )
         else:
             result = stylize_image(
                 loader, photo, engine=chosen, styles=paintings, style_weights=style_weights, alpha=alpha,
                 preserve_color=preserve_color, mask=mask_image, size=size, style_size=style_size,
                 adain=AdaINWeights(weights=weights, vgg=vgg, decoder=decoder),
-                faces=_faces_option(faces, face_box, photo), style_cache=style_cache, progress=report,
+                faces=faces_option, style_cache=style_cache, progress=report,
             )
         if finishing or watermark or upscale > 1:
             from atelier.service.painting import finish_spec, postprocess, watermark_spec
@@ -312,7 +322,10 @@ def _instant_painter(
     return _Painter(chosen, paint)
 
 
-def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch: bool, format: str | None) -> list[dict[str, object]]:
+def _paint_all(
+    paint: _Painter, photos: list[str], targets: list[str], *, batch: bool, format: str | None,
+    ahead: dict[str, FacesAhead] | None = None,
+) -> list[dict[str, object]]:
     """Paint each photo into its target; a batch goes on past a photo it cannot paint (reported
     on stderr and in the result), one photo is refused as usual. Saving a picture overlaps the
     painting of the next (encoding a PNG is a good part of a second at 1024 px)."""
@@ -344,9 +357,11 @@ def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch:
                 record: dict[str, object] = {"input": source, "output": target}
                 done.append(record)
                 started = time.perf_counter()
+                early = ahead.pop(source, None) if ahead else None
                 try:
                     photo = read_photo(source, **limits)
-                    result = paint(photo, (lambda _update: None) if batch else report)
+                    found = early.result() if early is not None else None
+                    result = paint(photo, (lambda _update: None) if batch else report, faces=found)
                 except (*REFUSALS, FileNotFoundError, IsADirectoryError) as exc:
                     if not batch:
                         raise
@@ -365,6 +380,8 @@ def _paint_all(paint: _Painter, photos: list[str], targets: list[str], *, batch:
                 pending.append((record, saver.submit(write_picture, result, target, format=format)))
             while pending:
                 finish(*pending.pop(0))
+    for early in (ahead or {}).values():  # a helper whose photo was not painted: reaped
+        early.result()
     return done
 
 

@@ -13,14 +13,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import typer
 
 from atelier.cli.app import fail, refusals
 from atelier.service.engines import EngineLoader, choose_engine
 
 if TYPE_CHECKING:
+    import torch
+
     from atelier.art.engines.video import VideoReport
+
+# torch is imported where a clip is painted: `atelier render` asks is_video_job of every photo,
+# and a photo's render starts its face detection before torch loads (atelier.cli.faces_ahead).
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ VIDEO_INPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi
 #: Outputs a clip can be written to. A .gif input is a clip when the output is one of these.
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".gif"})
 
-Painter = Callable[[torch.Tensor], torch.Tensor]
+Painter = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def is_video_job(content: Path, output: Path) -> bool:
@@ -156,6 +160,8 @@ def make_painter(
     transfer (:func:`atelier.art.blocks.color.preserve_colors`) rather than by recolouring the style
     to each frame, which would change the style's statistics from frame to frame and flicker.
     """
+    import torch
+
     from atelier.art.blocks.color import preserve_colors
     from atelier.art.blocks.images import decode_image, fit_longest, to_tensor
     from atelier.art.engines.protocol import paint

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-import torch
 from PIL import Image
 
 from atelier.art.blocks.faces import Faces, PaintFn, detect_faces, detector_available, repaint_faces
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -55,5 +57,7 @@ def paint_faces_finer(
         return painting
     if photo.shape[0] != 1:
         raise ValueError("faces are painted finer one photo at a time")
+    import torch
+
     with torch.inference_mode():
         return repaint_faces(photo, painting, faces, paint)

@@ -45,17 +45,25 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal, TypeAlias
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from atelier.art.errors import ArtError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that make or paint tensors, not with the module: the
+# detection is OpenCV and numpy only, and `atelier render` runs it in a helper process while the
+# main one imports torch (atelier.cli.faces_ahead).
+
 log = logging.getLogger(__name__)
 
 Kind: TypeAlias = Literal["person", "cat", "pet", "eye"]
-ImageLike: TypeAlias = Image.Image | torch.Tensor
+ImageLike: TypeAlias = "Image.Image | torch.Tensor"
 
 #: Longest side the photo is scaled to for detection: the cascades' 20-24 px windows then find
 #: faces down to about 3 % of the picture's longest side. Measured on the 20 photos of the
@@ -160,6 +168,8 @@ class Faces:
         edge falls off smoothly over ``feather`` of the radius, so a painting made with it has
         no seam. Overlaps take the maximum.
         """
+        import torch
+
         if not 0.0 <= face <= 1.0 or not 0.0 <= eye <= 1.0:
             raise ArtError(f"face and eye mask values must be in 0..1, got {face} and {eye}")
         if not 0.0 < feather <= 1.0:
@@ -191,6 +201,8 @@ def _paint_ellipse(
 ) -> None:
     if rx <= 0 or ry <= 0 or value <= 0:
         return
+    import torch
+
     # Only the ellipse's bounding rows/columns are computed: a group photo has many faces.
     top, bottom = max(0, int(cy - ry) - 1), min(out.shape[0], int(math.ceil(cy + ry)) + 1)
     left, right = max(0, int(cx - rx) - 1), min(out.shape[1], int(math.ceil(cx + rx)) + 1)
@@ -248,7 +260,8 @@ def detector_available() -> bool:
 def _grey_array(image: ImageLike) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("L"))
-    if not isinstance(image, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor means torch is imported already
+    if torch is None or not isinstance(image, torch.Tensor):
         raise TypeError("detect_faces takes a PIL image or an RGB tensor")
     t = image.detach()
     if t.dim() == 4:
@@ -464,7 +477,7 @@ FACE_PAINT_SIZE = 384
 MAX_ZOOM = 4.0
 MIN_ZOOM = 1.25
 
-PaintFn: TypeAlias = Callable[[torch.Tensor], torch.Tensor]
+PaintFn: TypeAlias = "Callable[[torch.Tensor], torch.Tensor]"
 
 
 def repaint_faces(
@@ -490,6 +503,9 @@ def repaint_faces(
     ``photo`` and ``painting`` are (1, 3, H, W) in 0..1, the same size; ``faces`` are boxes in
     any size of the same picture. No face, or faces already big enough: ``painting`` returned.
     """
+    import torch
+    import torch.nn.functional as F
+
     if photo.dim() != 4 or photo.shape[0] != 1 or photo.shape[1] != 3:
         raise ArtError(f"repaint_faces takes one RGB photo (1, 3, H, W), got {tuple(photo.shape)}")
     if painting.shape != photo.shape:
@@ -525,6 +541,9 @@ def repaint_faces(
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
     radius = max(1, int(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-taps.square() / (2 * sigma * sigma))

@@ -39,12 +39,19 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from atelier.art.errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where tensors are made (to_tensor, to_pil, to_batch), not with the module:
+# decoding and resizing are PIL's, and `atelier render` decodes and looks for faces in a helper
+# process that should not pay the second or two of importing torch (see atelier.cli.faces_ahead).
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +489,8 @@ def image_hash(data: bytes) -> str:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image -> a float tensor of shape (1, 3, H, W) in 0..1."""
+    import torch
+
     if image.mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(image, dtype=np.uint8)
@@ -505,4 +514,6 @@ def to_batch(images: Sequence[Image.Image]) -> torch.Tensor:
     sizes = {image.size for image in images}
     if len(sizes) != 1:
         raise ValueError(f"a batch needs images of one size, got {sorted(sizes)}")
+    import torch
+
     return torch.cat([to_tensor(image) for image in images], dim=0)
