@@ -199,11 +199,15 @@ def paint_picture(
             # picture averages to one of its pixels.
             photo = photo.convert("RGB").resize((HD_FACTOR * start.width, HD_FACTOR * start.height), Image.Resampling.LANCZOS)
 
+    # Decoded once: painted with, then measured against (the check).
+    painting = entry.source.load_painting()
+
     def render(init: Image.Image | str | None, seed: int) -> Rendered:
         return render_painting(
             photo,
             models_dir=models_dir,
             style=entry.source,
+            paintings=[painting],
             recipe=recipe,
             init=init,
             seed=seed,
@@ -219,7 +223,7 @@ def paint_picture(
     def checked(rendered: Rendered) -> Check:
         settings = services.settings
         return check_painting(
-            rendered.painted, photo=photo, painting=entry.source.load_painting(), encoder=encoder,
+            rendered.painted, photo=photo, painting=painting, encoder=encoder,
             passes=rendered.passes, from_photo=start is None,
             max_style_distance=settings.quality_max_style_distance, min_style_fall=settings.quality_min_style_fall,
         )
